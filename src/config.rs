@@ -1,0 +1,640 @@
+//! Dataflow configuration: the TOML files under `dataflows/`, and the station/token registry.
+//!
+//! Owns: parsing and validating configuration into typed values with defaults. Every other
+//! module receives these structs; none reads files or environment variables itself.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Millis;
+use crate::time::{parse_duration, parse_rfc3339};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A duration written as `"30s"`, `"15m"`, `"1h"`, `"2d"` in TOML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Duration(pub Millis);
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Seconds(i64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(s) => parse_duration(&s)
+                .map(Duration)
+                .map_err(serde::de::Error::custom),
+            Raw::Seconds(n) => Ok(Duration(n * 1000)),
+        }
+    }
+}
+
+/// An instant written as an RFC 3339 string in TOML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Instant(pub Millis);
+
+impl<'de> Deserialize<'de> for Instant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_rfc3339(&s)
+            .map(Instant)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// An exact decimal written as a string (`"0.39"`) or a number in TOML. Numbers are read
+/// through their decimal text, never through f64 arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Dec(pub Decimal);
+
+impl<'de> Deserialize<'de> for Dec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(i64),
+            Float(f64),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(s) => s,
+            Raw::Int(n) => n.to_string(),
+            // TOML floats keep their shortest round-trip text, which is what the user typed.
+            Raw::Float(f) => f.to_string(),
+        };
+        Decimal::from_str(text.trim())
+            .map(Dec)
+            .map_err(|e| serde::de::Error::custom(format!("bad decimal {text:?}: {e}")))
+    }
+}
+
+/// A whole dataflow definition (one TOML file under `dataflows/`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataflowConfig {
+    pub name: Option<String>,
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub anomalies: AnomalyConfig,
+    #[serde(default)]
+    pub notifications: NotificationConfig,
+    #[serde(default)]
+    pub revenue: RevenueConfig,
+    #[serde(default)]
+    pub tariffs: Vec<TariffConfig>,
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceWindow>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// OCPP-J envelope lines from a file (`-` for stdin).
+    File { path: PathBuf },
+    /// The built-in fleet simulator.
+    Simulator(SimulatorConfig),
+}
+
+/// The fleet simulator's parameters. Everything is deterministic given `seed`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorConfig {
+    #[serde(default = "defaults::chargers")]
+    pub chargers: u32,
+    #[serde(default = "defaults::hours")]
+    pub hours: u32,
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    /// Simulated start (UTC midnight recommended).
+    #[serde(default = "defaults::sim_start")]
+    pub start: Instant,
+    /// Simulated seconds per wall-clock second; absent means as fast as possible.
+    #[serde(default)]
+    pub speed: Option<f64>,
+    /// Chargers per site (on average).
+    #[serde(default = "defaults::chargers_per_site")]
+    pub chargers_per_site: u32,
+    /// Inject faults (with ground-truth labels).
+    #[serde(default = "defaults::yes")]
+    pub faults: bool,
+    /// Faults per kind per 100 chargers per simulated day (at least one of each kind when
+    /// `faults` is on).
+    #[serde(default = "defaults::fault_rate")]
+    pub fault_rate: f64,
+    /// Where to write the ground-truth labels (JSONL), if anywhere.
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// Heartbeat interval the simulated chargers use.
+    #[serde(default = "defaults::sim_heartbeat")]
+    pub heartbeat_interval: Duration,
+    /// Meter sample interval during sessions.
+    #[serde(default = "defaults::sim_meter")]
+    pub meter_interval: Duration,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            chargers: defaults::chargers(),
+            hours: defaults::hours(),
+            seed: defaults::seed(),
+            start: defaults::sim_start(),
+            speed: None,
+            chargers_per_site: defaults::chargers_per_site(),
+            faults: true,
+            fault_rate: defaults::fault_rate(),
+            labels: None,
+            heartbeat_interval: defaults::sim_heartbeat(),
+            meter_interval: defaults::sim_meter(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    #[serde(default = "defaults::workers")]
+    pub workers: usize,
+    /// How far behind the newest event time an event may arrive and still be processed in
+    /// event-time order (the watermark trails the newest event time by this much).
+    #[serde(default = "defaults::out_of_orderness")]
+    pub out_of_orderness: Duration,
+    /// A charger timestamp further than this from the backend's receive time is not trusted:
+    /// the receive time is used as event time instead (and the event counted).
+    #[serde(default = "defaults::max_clock_skew")]
+    pub max_clock_skew: Duration,
+    /// Lines per source chunk (the unit of decoding and of progress).
+    #[serde(default = "defaults::chunk_lines")]
+    pub chunk_lines: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: defaults::workers(),
+            out_of_orderness: defaults::out_of_orderness(),
+            max_clock_skew: defaults::max_clock_skew(),
+            chunk_lines: defaults::chunk_lines(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    #[serde(default = "defaults::out_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            dir: defaults::out_dir(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `HOST:PORT`; empty disables the endpoint.
+    #[serde(default = "defaults::metrics_addr")]
+    pub addr: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            addr: defaults::metrics_addr(),
+        }
+    }
+}
+
+/// Reference data: which site and tariff each charger has, which payment method each token.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// A registry JSON file (see `schemas/registry.schema.json`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default = "defaults::default_site")]
+    pub default_site: String,
+    #[serde(default = "defaults::default_tariff")]
+    pub default_tariff: String,
+}
+
+/// The station and token registry (`schemas/registry.schema.json`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    #[serde(default)]
+    pub stations: Vec<Station>,
+    #[serde(default)]
+    pub tokens: Vec<Token>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Station {
+    pub charge_point_id: String,
+    pub site_id: String,
+    #[serde(default)]
+    pub tariff_id: Option<String>,
+    /// Rated power, W (used to judge meter jumps).
+    #[serde(default)]
+    pub max_power_w: Option<f64>,
+    #[serde(default)]
+    pub connectors: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Token {
+    pub id_tag: String,
+    /// `card`, `mobile`, `subscription` or `ad_hoc`.
+    pub payment_method: String,
+}
+
+impl Registry {
+    pub fn load(path: &Path) -> Result<Registry, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Snapshot interval (event time) of `health/`.
+    #[serde(default = "defaults::health_window")]
+    pub window: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            window: defaults::health_window(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyConfig {
+    /// Heartbeat interval assumed until a BootNotification's CALLRESULT says otherwise.
+    #[serde(default = "defaults::heartbeat_interval")]
+    pub heartbeat_interval: Duration,
+    /// `communication_lost` opens after this many heartbeat intervals of silence.
+    #[serde(default = "defaults::missed_heartbeats")]
+    pub missed_heartbeats: f64,
+    #[serde(default = "defaults::nominal_voltage")]
+    pub nominal_voltage_v: f64,
+    /// Allowed deviation from nominal, percent.
+    #[serde(default = "defaults::voltage_band_pct")]
+    pub voltage_band_pct: f64,
+    #[serde(default = "defaults::max_temperature")]
+    pub max_temperature_c: f64,
+    /// Consecutive out-of-band samples that open (and in-band samples that resolve) a
+    /// `power_supply` or `over_temperature` anomaly.
+    #[serde(default = "defaults::confirm_samples")]
+    pub confirm_samples: u32,
+    /// `stuck_session`: charging status, open transaction, no power for this long.
+    #[serde(default = "defaults::stuck_after")]
+    pub stuck_after: Duration,
+    /// Power below this counts as "no power", W.
+    #[serde(default = "defaults::idle_power")]
+    pub idle_power_w: f64,
+    /// Rated power assumed for chargers without one in the registry, W.
+    #[serde(default = "defaults::default_max_power")]
+    pub default_max_power_w: f64,
+}
+
+impl Default for AnomalyConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults are valid")
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// `charging_almost_complete` when the SoC reaches this, percent.
+    #[serde(default = "defaults::almost_complete_soc")]
+    pub almost_complete_soc_pct: f64,
+    /// … or, for chargers without SoC, when the estimated time to full falls below this.
+    #[serde(default = "defaults::almost_complete_eta")]
+    pub almost_complete_eta: Duration,
+    /// How long before a maintenance window `maintenance_upcoming` goes out.
+    #[serde(default = "defaults::maintenance_lead")]
+    pub maintenance_lead: Duration,
+    /// At most one `station_available` per connector within this interval (flapping guard).
+    #[serde(default = "defaults::available_min_interval")]
+    pub available_min_interval: Duration,
+    /// How far back "recent users" of a charger go (for `maintenance_upcoming`).
+    #[serde(default = "defaults::recent_users")]
+    pub recent_users_within: Duration,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults are valid")
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevenueConfig {
+    /// Tumbling window width (event time, aligned to UTC midnight).
+    #[serde(default = "defaults::revenue_window")]
+    pub window: Duration,
+}
+
+impl Default for RevenueConfig {
+    fn default() -> Self {
+        RevenueConfig {
+            window: defaults::revenue_window(),
+        }
+    }
+}
+
+/// The foundation's simple tariff: per kWh plus a session fee, VAT on top.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TariffConfig {
+    pub id: String,
+    pub currency: String,
+    pub energy_per_kwh: Dec,
+    #[serde(default = "defaults::zero")]
+    pub session_fee: Dec,
+    /// VAT rate in percent.
+    #[serde(default = "defaults::zero")]
+    pub vat_pct: Dec,
+}
+
+/// A scheduled maintenance window for a charger or a whole site.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    #[serde(default)]
+    pub charge_point_id: Option<String>,
+    #[serde(default)]
+    pub site_id: Option<String>,
+    pub start: Instant,
+    pub end: Instant,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl DataflowConfig {
+    pub fn load(path: &Path) -> Result<DataflowConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: DataflowConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        // Relative paths in a dataflow are relative to the directory the user runs from, like
+        // every other path on the command line; nothing to rewrite.
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.pipeline.workers == 0 {
+            return Err(ConfigError::Invalid("pipeline.workers must be ≥ 1".into()));
+        }
+        if self.pipeline.chunk_lines == 0 {
+            return Err(ConfigError::Invalid(
+                "pipeline.chunk_lines must be ≥ 1".into(),
+            ));
+        }
+        for (name, d) in [
+            ("health.window", self.health.window),
+            ("revenue.window", self.revenue.window),
+        ] {
+            if d.0 <= 0 || 86_400_000 % d.0 != 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must divide a day evenly (e.g. 15m, 1h, 1d)"
+                )));
+            }
+        }
+        let mut seen = BTreeMap::new();
+        for t in &self.tariffs {
+            if seen.insert(t.id.clone(), ()).is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "tariff {:?} defined twice",
+                    t.id
+                )));
+            }
+        }
+        if !self.tariffs.is_empty() && !seen.contains_key(&self.registry.default_tariff) {
+            return Err(ConfigError::Invalid(format!(
+                "registry.default_tariff {:?} is not among the tariffs",
+                self.registry.default_tariff
+            )));
+        }
+        for m in &self.maintenance {
+            if m.end.0 <= m.start.0 {
+                return Err(ConfigError::Invalid(
+                    "a maintenance window ends before it starts".into(),
+                ));
+            }
+            if m.charge_point_id.is_none() && m.site_id.is_none() {
+                return Err(ConfigError::Invalid(
+                    "a maintenance window needs charge_point_id or site_id".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn chargers() -> u32 {
+        300
+    }
+    pub fn hours() -> u32 {
+        24
+    }
+    pub fn seed() -> u64 {
+        42
+    }
+    pub fn sim_start() -> Instant {
+        Instant(1_767_571_200_000) // 2026-01-05T00:00:00Z, a Monday
+    }
+    pub fn chargers_per_site() -> u32 {
+        6
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn fault_rate() -> f64 {
+        2.0
+    }
+    pub fn sim_heartbeat() -> Duration {
+        Duration(300_000)
+    }
+    pub fn sim_meter() -> Duration {
+        Duration(60_000)
+    }
+    pub fn workers() -> usize {
+        1
+    }
+    pub fn out_of_orderness() -> Duration {
+        Duration(10_000)
+    }
+    pub fn max_clock_skew() -> Duration {
+        Duration(15 * 60_000)
+    }
+    pub fn chunk_lines() -> usize {
+        4096
+    }
+    pub fn out_dir() -> PathBuf {
+        PathBuf::from("out")
+    }
+    pub fn metrics_addr() -> String {
+        "127.0.0.1:9464".into()
+    }
+    pub fn default_site() -> String {
+        "unassigned".into()
+    }
+    pub fn default_tariff() -> String {
+        "default".into()
+    }
+    pub fn health_window() -> Duration {
+        Duration(15 * 60_000)
+    }
+    pub fn heartbeat_interval() -> Duration {
+        Duration(300_000)
+    }
+    pub fn missed_heartbeats() -> f64 {
+        2.0
+    }
+    pub fn nominal_voltage() -> f64 {
+        230.0
+    }
+    pub fn voltage_band_pct() -> f64 {
+        10.0
+    }
+    pub fn max_temperature() -> f64 {
+        70.0
+    }
+    pub fn confirm_samples() -> u32 {
+        2
+    }
+    pub fn stuck_after() -> Duration {
+        Duration(20 * 60_000)
+    }
+    pub fn idle_power() -> f64 {
+        100.0
+    }
+    pub fn default_max_power() -> f64 {
+        350_000.0
+    }
+    pub fn almost_complete_soc() -> f64 {
+        80.0
+    }
+    pub fn almost_complete_eta() -> Duration {
+        Duration(10 * 60_000)
+    }
+    pub fn maintenance_lead() -> Duration {
+        Duration(2 * 3_600_000)
+    }
+    pub fn available_min_interval() -> Duration {
+        Duration(5 * 60_000)
+    }
+    pub fn recent_users() -> Duration {
+        Duration(7 * 86_400_000)
+    }
+    pub fn revenue_window() -> Duration {
+        Duration(3_600_000)
+    }
+    pub fn zero() -> Dec {
+        Dec(Decimal::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_source_gets_defaults() {
+        let mut cfg: DataflowConfig =
+            toml::from_str("[source]\nkind = \"file\"\npath = \"x.jsonl\"\n").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.pipeline.workers, 1);
+        assert_eq!(cfg.revenue.window, Duration(3_600_000));
+        assert_eq!(cfg.anomalies.missed_heartbeats, 2.0);
+        assert_eq!(cfg.metrics.addr, "127.0.0.1:9464");
+    }
+
+    #[test]
+    fn decimals_are_exact_and_windows_must_divide_a_day() {
+        let mut cfg: DataflowConfig = toml::from_str(
+            r#"
+            [source]
+            kind = "file"
+            path = "x"
+            [revenue]
+            window = "7m"
+            [registry]
+            default_tariff = "t"
+            [[tariffs]]
+            id = "t"
+            currency = "EUR"
+            energy_per_kwh = 0.1
+            session_fee = "0.30"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.tariffs[0].energy_per_kwh.0.to_string(), "0.1");
+        assert_eq!(cfg.tariffs[0].session_fee.0.to_string(), "0.30");
+        assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let r: Result<DataflowConfig, _> =
+            toml::from_str("[source]\nkind = \"file\"\npath = \"x\"\nspeeed = 3\n");
+        assert!(r.is_err());
+    }
+}

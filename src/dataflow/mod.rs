@@ -1,0 +1,317 @@
+//! Builds and drives the timely dataflow.
+//!
+//! Owns: the graph, the worker loop, event time (via [`watermark`]) and the run's lifecycle.
+//!
+//! ```text
+//!  source ─ decode ─┬─ events ──(exchange by charge point)──▶ ChargerStages ──┐
+//!  (per worker)     ├─ marks ───(broadcast)──────────────────▶     │           │
+//!                   │                                               ▼           │
+//!                   │                                 Aggregate (worker 0) ◀────┘
+//!                   └─ dead letters ─────────────────────▶ Sinks (worker 0) ◀── records
+//! ```
+//!
+//! The worker loop reads its source's chunks, decodes them (pure `ocpp`), and feeds three
+//! inputs at the chunk's time. Operators hold no I/O; the sink operator is the only one that
+//! writes, through `sinks`. Late-event policy: an event whose event time is already behind the
+//! watermark when it arrives is *late*; it is counted (`evflow_late_events_total`) and applied
+//! at once, as of its charger's current time — never dropped. A session it closes is marked
+//! `late` and, if its revenue window was already written, produces a new revision of it.
+
+pub mod operators;
+pub mod watermark;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+
+use crate::config::{DataflowConfig, Registry, SourceConfig};
+use crate::metrics::{label, Metrics};
+use crate::model::{Event, Output};
+use crate::ocpp::{DecodeOptions, DecodeStats, Decoder};
+use crate::progress::Progress;
+use crate::sinks::{OutputSinks, Summary};
+use crate::sources::file::FileSource;
+use crate::sources::simulator::{Fleet, SimulatorSource};
+use crate::sources::{Chunk, Poll, Source, SourceError};
+use crate::stages::charger::ChargerStages;
+use crate::stages::revenue::RevenueWindows;
+use crate::stages::{Reference, StageConfig};
+use watermark::Mark;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataflowError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Sink(#[from] crate::sinks::SinkError),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("dataflow failed: {0}")]
+    Timely(String),
+    #[error("output failed: {0}")]
+    Output(String),
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub input_lines: u64,
+    pub events: u64,
+    pub elapsed: Duration,
+    pub summary: Summary,
+}
+
+/// Simulated time per simulator chunk.
+const SIM_SLICE_MS: i64 = 60_000;
+/// Parquet files are closed whenever the watermark crosses a multiple of this.
+const CHECKPOINT_EVERY_MS: i64 = 6 * 3_600_000;
+
+/// Runs a dataflow to completion (a bounded source) or until the process is stopped.
+pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, DataflowError> {
+    let started = Instant::now();
+    let mut registry = match &cfg.registry.path {
+        Some(p) => Registry::load(p)?,
+        None => Registry::default(),
+    };
+    let fleet = match &cfg.source {
+        SourceConfig::Simulator(sim) => {
+            let fleet = Fleet::new(sim, &cfg.maintenance);
+            let generated = fleet.registry();
+            registry.stations.extend(generated.stations);
+            registry.tokens.extend(generated.tokens);
+            if let Some(path) = &sim.labels {
+                write_labels(&fleet, path)?;
+            }
+            Some(Arc::new(fleet))
+        }
+        SourceConfig::File { .. } => None,
+    };
+    let reference = Arc::new(Reference::new(cfg, &registry));
+    let stage_cfg = Arc::new(StageConfig::from_dataflow(cfg));
+    let sinks = Arc::new(Mutex::new(Some(OutputSinks::open(
+        &cfg.output.dir,
+        metrics.clone(),
+    )?)));
+    let summary: Arc<Mutex<Option<Result<Summary, String>>>> = Arc::new(Mutex::new(None));
+
+    let workers = cfg.pipeline.workers;
+    let timely_cfg = if workers == 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(workers)
+    };
+    let cfg = Arc::new(cfg.clone());
+    let worker_metrics = metrics.clone();
+    let summary_slot = summary.clone();
+    let guards = timely::execute(timely_cfg, move |worker| -> Result<u64, String> {
+        let metrics = &worker_metrics;
+        let index = worker.index();
+        let peers = worker.peers();
+        let mut events_in: InputHandleVec<u64, Event> = InputHandleVec::new();
+        let mut marks_in: InputHandleVec<u64, Mark> = InputHandleVec::new();
+        let mut dead_in: InputHandleVec<u64, Output> = InputHandleVec::new();
+        let probe = ProbeHandle::new();
+        let stages = ChargerStages::new(stage_cfg.clone(), reference.clone());
+        let worker_sinks = if index == 0 {
+            sinks.lock().ok().and_then(|mut s| s.take())
+        } else {
+            None
+        };
+        let bound = cfg.pipeline.out_of_orderness.0;
+        worker.dataflow::<u64, _, _>(|scope| {
+            let events = events_in.to_stream(scope);
+            let marks = marks_in.to_stream(scope).broadcast();
+            let dead = dead_in.to_stream(scope);
+            let staged =
+                operators::charger_stage(events, marks.clone(), stages, bound, metrics.clone());
+            let aggregated = operators::aggregate(
+                staged,
+                marks,
+                RevenueWindows::new(stage_cfg.revenue_window),
+                bound,
+                CHECKPOINT_EVERY_MS,
+                metrics.clone(),
+            );
+            let all = aggregated.concat(dead);
+            let all = all.probe_with(&probe);
+            operators::sink(all, worker_sinks, summary_slot.clone());
+        });
+
+        let mut source: Box<dyn Source> = match (&cfg.source, &fleet) {
+            (SourceConfig::File { path }, _) => Box::new(
+                FileSource::open(path, cfg.pipeline.chunk_lines, index, peers)
+                    .map_err(|e| e.to_string())?,
+            ),
+            (SourceConfig::Simulator(_), Some(f)) => {
+                Box::new(SimulatorSource::new(f.clone(), index, peers, SIM_SLICE_MS))
+            }
+            (SourceConfig::Simulator(_), None) => return Err("simulator without a fleet".into()),
+        };
+        let speed = match &cfg.source {
+            SourceConfig::Simulator(s) => s.speed,
+            SourceConfig::File { .. } => None,
+        };
+        let mut decoder = Decoder::new(DecodeOptions {
+            max_clock_skew: cfg.pipeline.max_clock_skew.0,
+        });
+        let mut progress = (index == 0).then(|| Progress::new(source.progress()));
+        let mut chunk = Chunk::default();
+        let mut events: Vec<Event> = Vec::new();
+        let mut dead = Vec::new();
+        let mut stats = DecodeStats::default();
+        let mut pacer = Pacer::new(speed);
+        let mut lines = 0u64;
+        // Chunks in flight before the worker waits for the pipeline to catch up.
+        let in_flight = 4 * peers as u64;
+        loop {
+            chunk.clear();
+            match source.next_chunk(&mut chunk).map_err(|e| e.to_string())? {
+                Poll::End => break,
+                Poll::Pending => {
+                    worker.step_or_park(Some(Duration::from_millis(10)));
+                    continue;
+                }
+                Poll::Ready => {}
+            }
+            let t = chunk.time;
+            events_in.advance_to(t);
+            marks_in.advance_to(t);
+            dead_in.advance_to(t);
+            stats.clear();
+            for (seq, line) in chunk.lines() {
+                decoder.decode_line(seq, line, &mut events, &mut dead, &mut stats);
+            }
+            lines += stats.lines;
+            record_stats(&metrics, &stats);
+            if let Some(m) = stats.max_event_time {
+                marks_in.send(Mark { max_event_time: m });
+            }
+            events_in.send_batch(&mut events);
+            events.clear();
+            for d in dead.drain(..) {
+                dead_in.send(Output::DeadLetter(d));
+            }
+            let next = source.next_time();
+            events_in.advance_to(next);
+            marks_in.advance_to(next);
+            dead_in.advance_to(next);
+            if let Some(m) = stats.max_event_time {
+                pacer.wait_until(m, || {
+                    worker.step_or_park(Some(Duration::from_millis(5)));
+                });
+            }
+            while probe.less_than(&t.saturating_sub(in_flight)) {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            worker.step();
+            if let Some(p) = progress.as_mut() {
+                p.update(source.progress(), metrics.events_decoded.get());
+            }
+        }
+        drop(events_in);
+        drop(marks_in);
+        drop(dead_in);
+        while !probe.done() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        if let Some(p) = progress.as_mut() {
+            p.finish(metrics.events_decoded.get());
+        }
+        Ok(lines)
+    })
+    .map_err(DataflowError::Timely)?;
+
+    let mut total_lines = 0;
+    for r in guards.join() {
+        match r {
+            Ok(Ok(n)) => total_lines += n,
+            Ok(Err(e)) | Err(e) => return Err(DataflowError::Timely(e)),
+        }
+    }
+    let summary = summary
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .unwrap_or_else(|| Err("the sink did not finish".into()))
+        .map_err(DataflowError::Output)?;
+    let events = metrics.events_decoded.get();
+    Ok(RunReport {
+        input_lines: total_lines,
+        events,
+        elapsed: started.elapsed(),
+        summary,
+    })
+}
+
+fn record_stats(m: &Metrics, s: &DecodeStats) {
+    m.input_lines.inc_by(s.lines);
+    let mut n = 0;
+    for (action, c) in &s.events_by_action {
+        m.events.get_or_create(&label("action", *action)).inc_by(*c);
+        n += c;
+    }
+    m.events_decoded.inc_by(n);
+    for (action, c) in &s.ignored_by_action {
+        m.events_ignored
+            .get_or_create(&label("action", action.as_str()))
+            .inc_by(*c);
+    }
+    for (reason, c) in &s.dead_by_reason {
+        m.decode_errors
+            .get_or_create(&label("reason", reason.as_str()))
+            .inc_by(*c);
+        m.dead_letters.inc_by(*c);
+    }
+    m.clock_skew_events.inc_by(s.clock_skew);
+}
+
+fn write_labels(fleet: &Fleet, path: &std::path::Path) -> Result<(), DataflowError> {
+    use std::io::Write;
+    let io = |source| DataflowError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    for l in fleet.labels() {
+        serde_json::to_writer(&mut f, l).map_err(|e| io(e.into()))?;
+        f.write_all(b"\n").map_err(io)?;
+    }
+    f.flush().map_err(io)
+}
+
+/// Real-time pacing: event time advances at `speed` × wall-clock time.
+struct Pacer {
+    speed: Option<f64>,
+    origin: Option<(i64, Instant)>,
+}
+
+impl Pacer {
+    fn new(speed: Option<f64>) -> Self {
+        Pacer {
+            speed: speed.filter(|s| *s > 0.0),
+            origin: None,
+        }
+    }
+
+    fn wait_until(&mut self, event_time: i64, mut idle: impl FnMut()) {
+        let Some(speed) = self.speed else { return };
+        let (t0, wall0) = *self.origin.get_or_insert((event_time, Instant::now()));
+        let due =
+            wall0 + Duration::from_secs_f64(((event_time - t0).max(0) as f64 / 1000.0) / speed);
+        while Instant::now() < due {
+            idle();
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The `evflow` command line: `run` a dataflow, `simulate` a fleet to a file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use evflow::config::{DataflowConfig, SimulatorConfig, SourceConfig};
+use evflow::dataflow::{self, RunReport};
+use evflow::metrics::Metrics;
+use evflow::sources::simulator::{write_all, Fleet};
+
+#[derive(Parser)]
+#[command(
+    name = "evflow",
+    version,
+    about = "Streaming analytics for EV charger networks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a dataflow (a TOML file under dataflows/).
+    Run {
+        dataflow: PathBuf,
+        /// Replace the dataflow's source with this JSONL file (`-` for stdin).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Output directory (default: the dataflow's `output.dir`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Timely worker threads.
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Where to serve /metrics (HOST:PORT; port 0 picks a free port; "" disables).
+        #[arg(long)]
+        metrics_addr: Option<String>,
+        /// Keep earlier outputs in the output directory and add to them.
+        #[arg(long)]
+        append: bool,
+    },
+    /// Write a simulated fleet's OCPP traffic to a JSONL file.
+    Simulate {
+        #[arg(long, default_value_t = 300)]
+        chargers: u32,
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The traffic (envelope JSONL).
+        #[arg(long)]
+        out: PathBuf,
+        /// Ground-truth fault labels (JSONL).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// The fleet's station and token registry (JSON), for `registry.path` in a dataflow.
+        #[arg(long)]
+        registry: Option<PathBuf>,
+        /// Simulate without injected faults.
+        #[arg(long)]
+        no_faults: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Run {
+            dataflow,
+            input,
+            out,
+            workers,
+            metrics_addr,
+            append,
+        } => {
+            let mut cfg = DataflowConfig::load(&dataflow)?;
+            if let Some(path) = input {
+                cfg.source = SourceConfig::File { path };
+            }
+            if let Some(dir) = out {
+                cfg.output.dir = dir;
+            }
+            if let Some(n) = workers {
+                cfg.pipeline.workers = n;
+            }
+            if let Some(addr) = metrics_addr {
+                cfg.metrics.addr = addr;
+            }
+            cfg.validate()?;
+            if !append {
+                clear_outputs(&cfg.output.dir)?;
+            }
+            let metrics = Metrics::new();
+            if !cfg.metrics.addr.is_empty() {
+                let addr = metrics
+                    .serve(&cfg.metrics.addr)
+                    .with_context(|| format!("cannot serve metrics on {}", cfg.metrics.addr))?;
+                tracing::info!("metrics on http://{addr}/metrics");
+            }
+            tracing::info!(
+                "running {} with {} worker(s), output in {}",
+                cfg.name.as_deref().unwrap_or("dataflow"),
+                cfg.pipeline.workers,
+                cfg.output.dir.display()
+            );
+            let report = dataflow::run(&cfg, &metrics)?;
+            print_summary(&report, &cfg.output.dir)?;
+        }
+        Command::Simulate {
+            chargers,
+            hours,
+            seed,
+            out,
+            labels,
+            registry,
+            no_faults,
+        } => {
+            if chargers == 0 || hours == 0 {
+                bail!("--chargers and --hours must be at least 1");
+            }
+            let sim = SimulatorConfig {
+                chargers,
+                hours,
+                seed,
+                faults: !no_faults,
+                ..SimulatorConfig::default()
+            };
+            let fleet = Fleet::new(&sim, &[]);
+            let file = std::fs::File::create(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+            let n = write_all(&fleet, &mut w)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            w.flush()?;
+            if let Some(path) = labels {
+                let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+                for l in fleet.labels() {
+                    serde_json::to_writer(&mut f, l)?;
+                    f.write_all(b"\n")?;
+                }
+                f.flush()?;
+            }
+            if let Some(path) = registry {
+                std::fs::write(&path, serde_json::to_vec_pretty(&fleet.registry())?)?;
+            }
+            println!(
+                "wrote {n} lines for {chargers} chargers over {hours} h to {}",
+                out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Removes what an earlier run wrote to `dir` (only evflow's own outputs).
+fn clear_outputs(dir: &Path) -> Result<()> {
+    for table in ["sessions", "revenue", "health"] {
+        let p = dir.join(table);
+        if p.exists() {
+            std::fs::remove_dir_all(&p)
+                .with_context(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    for file in [
+        "anomalies.jsonl",
+        "notifications.jsonl",
+        "dead-letter.jsonl",
+    ] {
+        let p = dir.join(file);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(r: &RunReport, out: &Path) -> Result<()> {
+    let s = &r.summary;
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "\nevflow run complete in {secs:.1} s")?;
+    writeln!(o, "  input lines      {:>12}", r.input_lines)?;
+    writeln!(
+        o,
+        "  events           {:>12}   ({:.0} events/s)",
+        r.events,
+        r.events as f64 / secs
+    )?;
+    writeln!(o, "  dead letters     {:>12}", s.dead_letters)?;
+    writeln!(
+        o,
+        "  sessions         {:>12}   ({:.1} kWh)",
+        s.sessions,
+        s.energy_wh as f64 / 1000.0
+    )?;
+    for (cur, incl) in &s.revenue_incl_vat {
+        let excl = s.revenue_excl_vat.get(cur).copied().unwrap_or_default();
+        writeln!(
+            o,
+            "  revenue {cur:<8} {:>12} incl. VAT ({excl} excl.)",
+            incl.to_string()
+        )?;
+    }
+    writeln!(o, "  anomalies opened:")?;
+    for (k, n) in &s.anomalies {
+        writeln!(o, "    {k:<28} {n:>6}")?;
+    }
+    writeln!(o, "  notifications:")?;
+    for (k, n) in &s.notifications {
+        writeln!(o, "    {k:<28} {n:>6}")?;
+    }
+    writeln!(o, "  outputs in {}/: sessions/ revenue/ health/ (Parquet), anomalies.jsonl, notifications.jsonl, dead-letter.jsonl", out.display())?;
+    writeln!(
+        o,
+        "\nRead the revenue with DuckDB (latest revision of each window):"
+    )?;
+    writeln!(
+        o,
+        "  duckdb -c \"SELECT window_start, site_id, payment_method, currency, sessions, total_incl_vat FROM read_parquet('{}/revenue/*/*.parquet', hive_partitioning = true) QUALIFY row_number() OVER (PARTITION BY window_start, site_id, payment_method, currency ORDER BY revision DESC) = 1 ORDER BY window_start, site_id LIMIT 20\"",
+        out.display()
+    )?;
+    Ok(())
+}

@@ -1,0 +1,556 @@
+//! The normalised event model and the records evflow writes.
+//!
+//! Owns: the types that cross module boundaries — [`Event`] (what the OCPP decoder produces,
+//! whatever the protocol version) and the output records (sessions, revenue rows, health rows,
+//! anomalies, notifications, dead letters). No I/O and no logic beyond small conversions live
+//! here; stages compute records, sinks serialise them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, UTC. Event time and receive time both use it.
+pub type Millis = i64;
+
+/// A charge point's identity as the backend knows it. Interned per worker (see
+/// [`crate::ocpp::Interner`]) so that cloning an id in the hot path is a reference-count bump.
+pub type ChargePointId = Arc<str>;
+
+/// An OCPP message id, hashed: evflow only needs it to correlate a CALLRESULT with its CALL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId(pub u64);
+
+/// A transaction id: an integer in OCPP 1.6, a string in 2.0.1.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TransactionId {
+    Int(i64),
+    Str(Arc<str>),
+}
+
+impl fmt::Display for TransactionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransactionId::Int(n) => write!(f, "{n}"),
+            TransactionId::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One normalised event. `seq` is the event's position in its source (the line number in a
+/// file); it orders events with equal event time so that every run over the same input
+/// processes them in the same order, whatever the number of workers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub charge_point_id: ChargePointId,
+    /// When the backend received the frame (the envelope's `timestamp`).
+    pub receive_time: Millis,
+    /// When it happened at the charger (the payload's timestamp where it has one and it is
+    /// within the configured clock-skew tolerance of `receive_time`; else `receive_time`).
+    pub event_time: Millis,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// BootNotification (CALL). The accepted heartbeat interval arrives in its CALLRESULT.
+    Boot {
+        message_id: MessageId,
+        vendor: Arc<str>,
+        model: Arc<str>,
+    },
+    Heartbeat,
+    Status {
+        /// 0 means the whole charger.
+        connector_id: u32,
+        status: ConnectorStatus,
+        error_code: ErrorCode,
+        /// `info` / `vendorErrorCode`, joined, when the charger sent any.
+        vendor_detail: Option<Arc<str>>,
+    },
+    Meter {
+        connector_id: u32,
+        transaction_id: Option<TransactionId>,
+        sample: MeterSample,
+    },
+    /// StartTransaction (CALL). The transaction id arrives in the CALLRESULT with the same
+    /// message id.
+    TransactionStart {
+        message_id: MessageId,
+        connector_id: u32,
+        id_tag: Arc<str>,
+        meter_start_wh: i64,
+    },
+    TransactionStop {
+        transaction_id: TransactionId,
+        meter_stop_wh: i64,
+        reason: Arc<str>,
+        id_tag: Option<Arc<str>>,
+    },
+    Authorize {
+        id_tag: Arc<str>,
+    },
+    /// CALLRESULT from the backend: the fields evflow correlates with the CALL.
+    CallResult {
+        message_id: MessageId,
+        transaction_id: Option<i64>,
+        heartbeat_interval_s: Option<u32>,
+    },
+    /// CALLERROR, kept so that error rates can be computed.
+    CallError {
+        message_id: MessageId,
+        error_code: Arc<str>,
+    },
+}
+
+impl EventKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Boot { .. } => "BootNotification",
+            EventKind::Heartbeat => "Heartbeat",
+            EventKind::Status { .. } => "StatusNotification",
+            EventKind::Meter { .. } => "MeterValues",
+            EventKind::TransactionStart { .. } => "StartTransaction",
+            EventKind::TransactionStop { .. } => "StopTransaction",
+            EventKind::Authorize { .. } => "Authorize",
+            EventKind::CallResult { .. } => "CALLRESULT",
+            EventKind::CallError { .. } => "CALLERROR",
+        }
+    }
+}
+
+/// Connector status, OCPP 1.6 names (2.0.1's connectorStatus maps onto these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConnectorStatus {
+    Available,
+    Preparing,
+    Charging,
+    SuspendedEVSE,
+    SuspendedEV,
+    Finishing,
+    Reserved,
+    Unavailable,
+    Faulted,
+}
+
+impl ConnectorStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "Available" => Self::Available,
+            "Preparing" => Self::Preparing,
+            "Charging" => Self::Charging,
+            "SuspendedEVSE" => Self::SuspendedEVSE,
+            "SuspendedEV" => Self::SuspendedEV,
+            "Finishing" => Self::Finishing,
+            "Reserved" => Self::Reserved,
+            "Unavailable" => Self::Unavailable,
+            "Faulted" => Self::Faulted,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "Available",
+            Self::Preparing => "Preparing",
+            Self::Charging => "Charging",
+            Self::SuspendedEVSE => "SuspendedEVSE",
+            Self::SuspendedEV => "SuspendedEV",
+            Self::Finishing => "Finishing",
+            Self::Reserved => "Reserved",
+            Self::Unavailable => "Unavailable",
+            Self::Faulted => "Faulted",
+        }
+    }
+
+    /// Whether the connector can serve a driver (counts as "up" for health).
+    pub fn is_operative(self) -> bool {
+        !matches!(self, Self::Unavailable | Self::Faulted)
+    }
+}
+
+/// OCPP 1.6 ChargePointErrorCode; codes outside the enumeration are kept as `Other`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    NoError,
+    /// Index into [`OCPP16_ERROR_CODES`].
+    Known(u8),
+    Other(Arc<str>),
+}
+
+pub const OCPP16_ERROR_CODES: [&str; 16] = [
+    "ConnectorLockFailure",
+    "EVCommunicationError",
+    "GroundFailure",
+    "HighTemperature",
+    "InternalError",
+    "LocalListConflict",
+    "NoError",
+    "OtherError",
+    "OverCurrentFailure",
+    "PowerMeterFailure",
+    "PowerSwitchFailure",
+    "ReaderFailure",
+    "ResetFailure",
+    "UnderVoltage",
+    "OverVoltage",
+    "WeakSignal",
+];
+
+impl ErrorCode {
+    pub fn parse(s: &str) -> Self {
+        if s == "NoError" {
+            return ErrorCode::NoError;
+        }
+        match OCPP16_ERROR_CODES.iter().position(|c| *c == s) {
+            Some(i) => ErrorCode::Known(i as u8),
+            None => ErrorCode::Other(Arc::from(s)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorCode::NoError => "NoError",
+            ErrorCode::Known(i) => OCPP16_ERROR_CODES[*i as usize],
+            ErrorCode::Other(s) => s,
+        }
+    }
+}
+
+/// One meter sample, normalised to base units (W, Wh, V, A, °C, %). Per-phase values are
+/// kept per phase where the detectors need them (voltage) and summed where a total is meant
+/// (power, current). `None` means the charger did not report the measurand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeterSample {
+    /// Energy.Active.Import.Register, Wh.
+    pub energy_wh: Option<f64>,
+    /// Power.Active.Import, W (sum over phases).
+    pub power_w: Option<f64>,
+    /// Current.Import, A (sum over phases).
+    pub current_a: Option<f64>,
+    /// Voltage per phase L1..L3 (L1-N etc.; an unphased value goes to L1), V.
+    pub voltage_v: [Option<f32>; 3],
+    /// Frequency, Hz.
+    pub frequency_hz: Option<f32>,
+    /// SoC, percent.
+    pub soc_pct: Option<f32>,
+    /// Temperature, °C (the highest reported).
+    pub temperature_c: Option<f32>,
+    /// Sample context was Transaction.Begin / Transaction.End.
+    pub context: SampleContext,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SampleContext {
+    #[default]
+    Periodic,
+    TransactionBegin,
+    TransactionEnd,
+    Other,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output records
+// ---------------------------------------------------------------------------------------------
+
+/// Money is carried as [`Decimal`] and written as Parquet DECIMAL(18,4).
+pub type Money = Decimal;
+
+/// A finished, priced charging session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub charge_point_id: ChargePointId,
+    pub connector_id: u32,
+    pub site_id: Arc<str>,
+    pub transaction_id: String,
+    pub id_tag: Arc<str>,
+    pub start_time: Millis,
+    pub end_time: Millis,
+    pub energy_wh: i64,
+    /// How energy_wh was obtained.
+    pub energy_source: EnergySource,
+    pub stop_reason: Arc<str>,
+    pub payment_method: Arc<str>,
+    pub tariff_id: Arc<str>,
+    pub currency: Arc<str>,
+    pub total_excl_vat: Money,
+    pub vat: Money,
+    pub total_incl_vat: Money,
+    /// The session was processed after the watermark had passed its end (late data).
+    pub late: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnergySource {
+    /// meterStop − meterStart.
+    Registers,
+    /// Last − first Energy.Active.Import.Register sample of the transaction (a register was
+    /// missing or implausible).
+    Samples,
+}
+
+impl EnergySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnergySource::Registers => "registers",
+            EnergySource::Samples => "samples",
+        }
+    }
+}
+
+/// Revenue of one event-time window for one (site, payment method, currency).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevenueRow {
+    pub window_start: Millis,
+    pub window_end: Millis,
+    pub site_id: Arc<str>,
+    pub payment_method: Arc<str>,
+    pub currency: Arc<str>,
+    pub sessions: i64,
+    pub energy_wh: i64,
+    pub total_excl_vat: Money,
+    pub vat: Money,
+    pub total_incl_vat: Money,
+    /// 0 for the first write of a window; +1 for each correction by late sessions. The row
+    /// with the highest revision is the current one.
+    pub revision: i32,
+}
+
+/// Level of a health row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum HealthLevel {
+    Connector,
+    Charger,
+    Site,
+}
+
+impl HealthLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthLevel::Connector => "connector",
+            HealthLevel::Charger => "charger",
+            HealthLevel::Site => "site",
+        }
+    }
+}
+
+/// A health snapshot at the end of a health window. Components are each in [0, 1]; the
+/// score is their weighted sum scaled to 0–100 (see `stages::health`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthRow {
+    pub window_start: Millis,
+    pub window_end: Millis,
+    pub level: HealthLevel,
+    pub site_id: Arc<str>,
+    /// Empty for a site row.
+    pub charge_point_id: Arc<str>,
+    /// Set for connector rows only.
+    pub connector_id: Option<u32>,
+    pub score: f64,
+    pub availability: f64,
+    pub heartbeat_regularity: f64,
+    pub session_success: f64,
+    pub error_free: f64,
+    pub anomaly_free: f64,
+    pub open_anomalies: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyKind {
+    CommunicationLost,
+    ConnectorFaulted,
+    PowerSupply,
+    OverTemperature,
+    MeterError,
+    StuckSession,
+}
+
+impl AnomalyKind {
+    pub const ALL: [AnomalyKind; 6] = [
+        AnomalyKind::CommunicationLost,
+        AnomalyKind::ConnectorFaulted,
+        AnomalyKind::PowerSupply,
+        AnomalyKind::OverTemperature,
+        AnomalyKind::MeterError,
+        AnomalyKind::StuckSession,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyKind::CommunicationLost => "communication_lost",
+            AnomalyKind::ConnectorFaulted => "connector_faulted",
+            AnomalyKind::PowerSupply => "power_supply",
+            AnomalyKind::OverTemperature => "over_temperature",
+            AnomalyKind::MeterError => "meter_error",
+            AnomalyKind::StuckSession => "stuck_session",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyState {
+    Open,
+    Resolved,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+/// An anomaly record: written once when it opens and once when it resolves, with the same id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyRecord {
+    pub id: String,
+    pub kind: AnomalyKind,
+    pub state: AnomalyState,
+    pub charge_point_id: ChargePointId,
+    pub site_id: Arc<str>,
+    pub connector_id: Option<u32>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub event_time: Millis,
+    pub severity: Severity,
+    pub details: serde_json::Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    StationAvailable,
+    ChargingAlmostComplete,
+    StationOutOfOrder,
+    MaintenanceUpcoming,
+}
+
+impl NotificationKind {
+    pub const ALL: [NotificationKind; 4] = [
+        NotificationKind::StationAvailable,
+        NotificationKind::ChargingAlmostComplete,
+        NotificationKind::StationOutOfOrder,
+        NotificationKind::MaintenanceUpcoming,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::StationAvailable => "station_available",
+            NotificationKind::ChargingAlmostComplete => "charging_almost_complete",
+            NotificationKind::StationOutOfOrder => "station_out_of_order",
+            NotificationKind::MaintenanceUpcoming => "maintenance_upcoming",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    Driver,
+    Operator,
+}
+
+/// One notification for one recipient.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    pub id: String,
+    pub kind: NotificationKind,
+    pub audience: Audience,
+    /// The driver's id tag, `operator`, or `public` (the app's availability feed).
+    pub recipient: Arc<str>,
+    pub charge_point_id: ChargePointId,
+    pub site_id: Arc<str>,
+    pub connector_id: Option<u32>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub event_time: Millis,
+    /// What the message needs: e.g. soc_pct, eta_minutes, window start/end, error code.
+    pub facts: serde_json::Value,
+}
+
+/// A line evflow could not use, with the reason.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub seq: u64,
+    pub reason: DeadLetterReason,
+    /// Human-readable detail (the parser's message).
+    pub error: String,
+    /// The raw line, lossily decoded as UTF-8.
+    pub line: String,
+}
+
+/// Why a line was dead-lettered. The serialised names are stable: consumers filter on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterReason {
+    /// The line is not valid JSON, or not valid UTF-8.
+    InvalidJson,
+    /// The line is JSON but not an envelope object with `timestamp`, `charge_point_id`, `message`.
+    BadEnvelope,
+    /// `charge_point_id` is missing or empty.
+    MissingChargePoint,
+    /// `timestamp` (or a payload timestamp) is not RFC 3339.
+    BadTimestamp,
+    /// `message` is not an OCPP-J frame (`[2,id,action,payload]`, `[3,id,payload]`, `[4,…]`).
+    NotAFrame,
+    /// The action is not an OCPP action.
+    UnknownAction,
+    /// The payload does not have the shape the action requires.
+    BadPayload,
+}
+
+impl DeadLetterReason {
+    pub const ALL: [DeadLetterReason; 7] = [
+        DeadLetterReason::InvalidJson,
+        DeadLetterReason::BadEnvelope,
+        DeadLetterReason::MissingChargePoint,
+        DeadLetterReason::BadTimestamp,
+        DeadLetterReason::NotAFrame,
+        DeadLetterReason::UnknownAction,
+        DeadLetterReason::BadPayload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::InvalidJson => "invalid_json",
+            DeadLetterReason::BadEnvelope => "bad_envelope",
+            DeadLetterReason::MissingChargePoint => "missing_charge_point",
+            DeadLetterReason::BadTimestamp => "bad_timestamp",
+            DeadLetterReason::NotAFrame => "not_a_frame",
+            DeadLetterReason::UnknownAction => "unknown_action",
+            DeadLetterReason::BadPayload => "bad_payload",
+        }
+    }
+}
+
+/// A stable 64-bit hash (FNV-1a) of the parts, as 16 hex digits: deterministic ids for
+/// anomalies and notifications that do not change between runs, machines or versions.
+pub fn stable_id(parts: &[&str]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0x1f)) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// What the per-charger stages and the aggregator emit towards the sinks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Output {
+    Session(SessionRecord),
+    Revenue(RevenueRow),
+    Health(HealthRow),
+    Anomaly(AnomalyRecord),
+    Notification(NotificationRecord),
+    DeadLetter(DeadLetter),
+    /// The watermark crossed a flush boundary: sinks may close their files.
+    Checkpoint {
+        watermark: Millis,
+    },
+}

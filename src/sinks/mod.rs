@@ -1,0 +1,191 @@
+//! Sinks: where evflow's records go.
+//!
+//! Owns: all output I/O. [`OutputSinks`] receives the records of one completed timely time,
+//! in a deterministic order, and writes them: `sessions/`, `revenue/`, `health/` as Parquet
+//! ([`parquet`]), `anomalies.jsonl`, `notifications.jsonl`, `dead-letter.jsonl` ([`jsonl`]).
+//! It also keeps the domain metrics and the run summary, which are about what was written.
+
+pub mod jsonl;
+pub mod parquet;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+
+use crate::metrics::{label, labels2, Metrics};
+use crate::model::{AnomalyState, HealthLevel, Output};
+use jsonl::JsonlWriter;
+use parquet::{HealthWriter, RevenueWriter, SessionsWriter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Parquet(#[from] parquet::ParquetError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a run wrote, for the summary printed at the end.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    pub sessions: u64,
+    pub energy_wh: i64,
+    /// Revenue incl. VAT per currency.
+    pub revenue_incl_vat: BTreeMap<String, Decimal>,
+    pub revenue_excl_vat: BTreeMap<String, Decimal>,
+    /// Anomalies opened, by kind.
+    pub anomalies: BTreeMap<String, u64>,
+    pub notifications: BTreeMap<String, u64>,
+    pub dead_letters: u64,
+    pub health_rows: u64,
+    pub revenue_rows: u64,
+}
+
+pub struct OutputSinks {
+    sessions: SessionsWriter,
+    revenue: RevenueWriter,
+    health: HealthWriter,
+    anomalies: JsonlWriter,
+    notifications: JsonlWriter,
+    dead_letters: JsonlWriter,
+    metrics: Metrics,
+    pub summary: Summary,
+}
+
+impl OutputSinks {
+    /// Opens the outputs under `dir`. Parquet tables continue numbering after existing parts;
+    /// JSONL files are appended to.
+    pub fn open(dir: &Path, metrics: Metrics) -> Result<OutputSinks, SinkError> {
+        std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(OutputSinks {
+            sessions: parquet::sessions_writer(dir).resume()?,
+            revenue: parquet::revenue_writer(dir).resume()?,
+            health: parquet::health_writer(dir).resume()?,
+            anomalies: JsonlWriter::open(&dir.join("anomalies.jsonl"))?,
+            notifications: JsonlWriter::open(&dir.join("notifications.jsonl"))?,
+            dead_letters: JsonlWriter::open(&dir.join("dead-letter.jsonl"))?,
+            metrics,
+            summary: Summary::default(),
+        })
+    }
+
+    /// Writes the records of one completed time. `records` must already be in their
+    /// deterministic order (see `dataflow::sink_order`).
+    pub fn write(&mut self, records: Vec<Output>) -> Result<(), SinkError> {
+        for r in records {
+            match r {
+                Output::Session(s) => {
+                    self.summary.sessions += 1;
+                    self.summary.energy_wh += s.energy_wh;
+                    *self
+                        .summary
+                        .revenue_incl_vat
+                        .entry(s.currency.to_string())
+                        .or_default() += s.total_incl_vat;
+                    *self
+                        .summary
+                        .revenue_excl_vat
+                        .entry(s.currency.to_string())
+                        .or_default() += s.total_excl_vat;
+                    let m = &self.metrics;
+                    m.sessions
+                        .get_or_create(&labels2(
+                            "site_id",
+                            &*s.site_id,
+                            "payment_method",
+                            &*s.payment_method,
+                        ))
+                        .inc();
+                    m.energy_wh
+                        .get_or_create(&label("site_id", &*s.site_id))
+                        .inc_by(s.energy_wh.max(0) as f64);
+                    let cur = labels2("site_id", &*s.site_id, "currency", &*s.currency);
+                    m.revenue_excl_vat
+                        .get_or_create(&cur)
+                        .inc_by(s.total_excl_vat.to_f64().unwrap_or(0.0).max(0.0));
+                    m.revenue_incl_vat
+                        .get_or_create(&cur)
+                        .inc_by(s.total_incl_vat.to_f64().unwrap_or(0.0).max(0.0));
+                    self.sessions.push(s);
+                }
+                Output::Revenue(r) => {
+                    self.summary.revenue_rows += 1;
+                    self.revenue.push(r);
+                }
+                Output::Health(h) => {
+                    self.summary.health_rows += 1;
+                    if h.level == HealthLevel::Site {
+                        self.metrics
+                            .health_score
+                            .get_or_create(&label("site_id", &*h.site_id))
+                            .set(h.score);
+                    }
+                    self.health.push(h);
+                }
+                Output::Anomaly(a) => {
+                    let kind = label("kind", a.kind.as_str());
+                    match a.state {
+                        AnomalyState::Open => {
+                            *self
+                                .summary
+                                .anomalies
+                                .entry(a.kind.as_str().to_string())
+                                .or_default() += 1;
+                            self.metrics.anomalies.get_or_create(&kind).inc();
+                            self.metrics.anomalies_open.get_or_create(&kind).inc();
+                        }
+                        AnomalyState::Resolved => {
+                            self.metrics.anomalies_open.get_or_create(&kind).dec();
+                        }
+                    }
+                    self.anomalies.write(&a)?;
+                }
+                Output::Notification(n) => {
+                    *self
+                        .summary
+                        .notifications
+                        .entry(n.kind.as_str().to_string())
+                        .or_default() += 1;
+                    let audience = match n.audience {
+                        crate::model::Audience::Driver => "driver",
+                        crate::model::Audience::Operator => "operator",
+                    };
+                    self.metrics
+                        .notifications
+                        .get_or_create(&labels2("kind", n.kind.as_str(), "audience", audience))
+                        .inc();
+                    self.notifications.write(&n)?;
+                }
+                Output::DeadLetter(d) => {
+                    self.summary.dead_letters += 1;
+                    self.dead_letters.write(&d)?;
+                }
+                Output::Checkpoint { .. } => self.flush()?,
+            }
+        }
+        // JSONL records are for live consumers: make them visible at every completed time.
+        self.anomalies.flush()?;
+        self.notifications.flush()?;
+        self.dead_letters.flush()?;
+        Ok(())
+    }
+
+    /// Writes buffered Parquet rows to new files.
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.sessions.flush()?;
+        self.revenue.flush()?;
+        self.health.flush()?;
+        self.anomalies.flush()?;
+        self.notifications.flush()?;
+        self.dead_letters.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Sources: where OCPP-J envelope lines come from (a file, stdin, the built-in simulator).
+//!
+//! Owns: all input I/O and the cutting of input into [`Chunk`]s. A source never decodes OCPP
+//! (that is `ocpp`'s job) and never touches dataflow state: it hands raw lines and their
+//! sequence numbers to the worker loop in `dataflow`.
+//!
+//! Chunks are the unit of progress. Each chunk has a `time` (the timely timestamp its events
+//! enter the dataflow with); a worker's source yields chunks with strictly increasing times,
+//! and the chunk times of all workers together, and each line's `seq`, are a function of the
+//! input alone — so a run's output does not depend on the number of workers or on timing.
+
+pub mod file;
+pub mod simulator;
+
+/// A batch of newline-separated envelope lines.
+#[derive(Debug, Default, Clone)]
+pub struct Chunk {
+    /// The timely timestamp of this chunk.
+    pub time: u64,
+    /// Lines, each terminated by `\n`.
+    pub data: Vec<u8>,
+    /// One sequence number per line: a total order of all lines of the input.
+    pub seqs: Vec<u64>,
+}
+
+impl Chunk {
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.seqs.clear();
+    }
+
+    /// Iterates over `(seq, line)` pairs, lines without their `\n`.
+    pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        let mut rest: &[u8] = &self.data;
+        self.seqs.iter().map(move |&seq| {
+            let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+            let line = &rest[..end];
+            rest = rest.get(end + 1..).unwrap_or(&[]);
+            (seq, line)
+        })
+    }
+
+    pub fn push_line(&mut self, seq: u64, line: &[u8]) {
+        self.data.extend_from_slice(line);
+        self.data.push(b'\n');
+        self.seqs.push(seq);
+    }
+}
+
+/// What a source has to say when asked for its next chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// The chunk was filled (possibly with no lines: time still advances).
+    Ready,
+    /// Nothing now (a live source waiting for data); ask again later.
+    Pending,
+    /// The input is exhausted.
+    End,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Progress of a bounded source, for the progress display.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceProgress {
+    pub done: u64,
+    pub total: Option<u64>,
+    /// What `done`/`total` count (`bytes`, `simulated seconds`).
+    pub unit: &'static str,
+}
+
+/// One worker's view of a source.
+pub trait Source {
+    /// Fills `chunk` (cleared by the caller) with the next chunk this worker owns.
+    fn next_chunk(&mut self, chunk: &mut Chunk) -> Result<Poll, SourceError>;
+    /// A lower bound on the time of every chunk this worker will still produce.
+    fn next_time(&self) -> u64;
+    fn progress(&self) -> SourceProgress;
+}

@@ -1,0 +1,2537 @@
+//! The fleet simulator: a deterministic, seeded model of an EV charger network that emits
+//! OCPP 1.6J traffic in evflow's input format, with ground-truth labels for injected faults.
+//!
+//! Owns: the fleet layout (sites, chargers, drivers → [`Fleet::registry`]), the plan of every
+//! charger's run (sessions, maintenance, faults → [`Fleet::labels`]), and the rendering of
+//! that plan into envelope lines ([`SimulatorSource`], [`write_all`]).
+//!
+//! How it works: [`Fleet::new`] plans everything up front — which driver arrives when, how
+//! much each EV charges, when it leaves, which fault hits which charger — because the labels
+//! must be known before any traffic is produced, and because a plan is a few hundred bytes
+//! per session while the traffic is a few hundred bytes per *minute* of session. Emission then
+//! walks each charger's plan lazily, slice by slice, re-running the same charging arithmetic
+//! the planner ran (so `meterStop` and the samples agree bit for bit).
+//!
+//! Determinism: every random choice comes from a SplitMix64 stream keyed by `(seed, purpose,
+//! index)`: the layout and fault placement by the seed, a charger's plan by `(seed, charger)`,
+//! its latencies by `(seed, charger)` on a separate stream, a session's measurement noise by
+//! `(seed, transaction id)`. A charger's lines therefore do not depend on which worker
+//! simulates it, nor on the slice width.
+//!
+//! Line format: `{"timestamp":"<receive time>","charge_point_id":"CP-0001","message":[…]}`
+//! where the receive time is the event time plus 50–400 ms of simulated latency (kept
+//! strictly increasing per charger, as over one websocket), and the backend's CALLRESULTs for
+//! BootNotification and StartTransaction follow their CALL 2–25 ms later.
+//!
+//! Sequence numbers: `seq = slice << 40 | charger_index << 20 | k`, where `k` counts the
+//! charger's lines within the slice in emission order. Unique over the run and independent of
+//! the number of workers; limits: < 2²⁴ slices, < 2²⁰ chargers, < 2²⁰ lines per charger per
+//! slice. Seqs break ties only; lines within a chunk are ordered by receive time.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Chunk, Poll, Source, SourceError, SourceProgress};
+use crate::config::{MaintenanceWindow, Registry, SimulatorConfig, Station, Token};
+use crate::model::{AnomalyKind, ConnectorStatus, Millis};
+use crate::time::civil_from_days;
+
+const SECOND: Millis = 1_000;
+const MINUTE: Millis = 60_000;
+const HOUR: Millis = 3_600_000;
+const DAY: Millis = 86_400_000;
+
+/// Slice width used by [`write_all`].
+pub const DEFAULT_SLICE_MS: Millis = 60_000;
+/// Chargers beyond this are not simulated (the seq scheme has 20 bits for the charger).
+pub const MAX_CHARGERS: u32 = (1 << 20) - 1;
+const SEQ_CHARGER_SHIFT: u32 = 20;
+const SEQ_SLICE_SHIFT: u32 = 40;
+
+// ---------------------------------------------------------------------------------------------
+// Randomness
+// ---------------------------------------------------------------------------------------------
+
+/// SplitMix64: tiny, fast, good enough statistically, and trivially seekable by key.
+#[derive(Clone, Debug)]
+struct Rng(u64);
+
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// An independent stream for `(seed, purpose, index)`.
+fn stream(seed: u64, purpose: u64, index: u64) -> Rng {
+    Rng(mix64(
+        mix64(seed ^ purpose.wrapping_mul(0xA076_1D64_78BD_642F)) ^ index,
+    ))
+}
+
+const PURPOSE_LAYOUT: u64 = 1;
+const PURPOSE_FAULTS: u64 = 2;
+const PURPOSE_PLAN: u64 = 3;
+const PURPOSE_LINK: u64 = 4;
+const PURPOSE_NOISE: u64 = 5;
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix64(self.0)
+    }
+    /// Uniform in [0, 1).
+    fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.f64()
+    }
+    /// Uniform in [0, n); 0 when n is 0.
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+    /// Uniform in [lo, hi], inclusive.
+    fn between(&mut self, lo: i64, hi: i64) -> i64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.below((hi - lo) as u64 + 1) as i64
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        self.f64() < p
+    }
+    fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.f64();
+        let u2 = self.f64();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+    /// Log-normal with the given median, clamped to [lo, hi] ms.
+    fn lognormal_ms(&mut self, median: Millis, sigma: f64, lo: Millis, hi: Millis) -> Millis {
+        let v = (median as f64 * (sigma * self.normal()).exp()) as Millis;
+        v.clamp(lo, hi)
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet layout
+// ---------------------------------------------------------------------------------------------
+
+/// A charger model: what BootNotification says and what the hardware can do.
+struct Model {
+    vendor: &'static str,
+    model: &'static str,
+    firmware: &'static str,
+    serial_prefix: &'static str,
+    dc: bool,
+    power_w: f64,
+    /// Grid phases the meter reports (DC chargers report their three-phase supply).
+    phases: usize,
+    min_connectors: u32,
+    max_connectors: u32,
+    weight: u32,
+}
+
+const MODELS: [Model; 5] = [
+    Model {
+        vendor: "Wallbox",
+        model: "Commander 2",
+        firmware: "5.17.8",
+        serial_prefix: "WB",
+        dc: false,
+        power_w: 7_400.0,
+        phases: 1,
+        min_connectors: 2,
+        max_connectors: 2,
+        weight: 20,
+    },
+    Model {
+        vendor: "Alfen",
+        model: "Eve Double Pro-line",
+        firmware: "6.4.0-4187",
+        serial_prefix: "ACE",
+        dc: false,
+        power_w: 11_000.0,
+        phases: 3,
+        min_connectors: 2,
+        max_connectors: 2,
+        weight: 30,
+    },
+    Model {
+        vendor: "ABB",
+        model: "Terra AC W22-T-RD",
+        firmware: "1.8.30",
+        serial_prefix: "TACW",
+        dc: false,
+        power_w: 22_000.0,
+        phases: 3,
+        min_connectors: 2,
+        max_connectors: 2,
+        weight: 20,
+    },
+    Model {
+        vendor: "ABB",
+        model: "Terra 54 CJG",
+        firmware: "1.6.12",
+        serial_prefix: "T54",
+        dc: true,
+        power_w: 50_000.0,
+        phases: 3,
+        min_connectors: 1,
+        max_connectors: 2,
+        weight: 18,
+    },
+    Model {
+        vendor: "Alpitronic",
+        model: "HYC150",
+        firmware: "2.3.1",
+        serial_prefix: "HYC",
+        dc: true,
+        power_w: 150_000.0,
+        phases: 3,
+        min_connectors: 1,
+        max_connectors: 2,
+        weight: 12,
+    },
+];
+
+/// Relative arrival rate by UTC hour: quiet nights, a morning and an evening peak.
+const HOURLY_WEIGHT: [f64; 24] = [
+    0.15, 0.1, 0.1, 0.1, 0.15, 0.3, 0.7, 1.4, 1.8, 1.6, 1.2, 1.1, 1.2, 1.2, 1.1, 1.2, 1.5, 1.8,
+    1.8, 1.5, 1.0, 0.7, 0.4, 0.25,
+];
+
+const FAULT_CODES: [&str; 5] = [
+    "GroundFailure",
+    "PowerSwitchFailure",
+    "ConnectorLockFailure",
+    "OverCurrentFailure",
+    "InternalError",
+];
+
+struct Driver {
+    id_tag: String,
+    payment_method: &'static str,
+    /// Unknown tokens are emitted but left out of the registry (evflow treats them as ad hoc).
+    known: bool,
+}
+
+/// A ground-truth fault label (one line of the labels JSONL, `schemas/labels.schema.json`).
+///
+/// `start`/`end`: `communication_lost` — from when the charger falls silent to its new
+/// BootNotification; `connector_faulted` — the Faulted and the Available StatusNotification;
+/// `power_supply` / `over_temperature` — the first out-of-range sample and the first sample
+/// back in range; `meter_error` — the sample with the jump and the transaction's stop (the
+/// transaction's registers are wrong until then); `stuck_session` — the first sample with no
+/// power and the StopTransaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Label {
+    pub kind: AnomalyKind,
+    pub charge_point_id: String,
+    pub connector_id: Option<u32>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub start: Millis,
+    #[serde(with = "crate::time::rfc3339")]
+    pub end: Millis,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans
+// ---------------------------------------------------------------------------------------------
+
+/// What an EV does on a charger: how much it takes and how fast.
+#[derive(Clone, Copy, Debug)]
+struct Ev {
+    cap_wh: f64,
+    soc0: f64,
+    target: f64,
+    /// min(charger, EV), W.
+    p_max: f64,
+    dc: bool,
+}
+
+/// Charging power at a state of charge: DC constant-current to 80 % then a linear taper to
+/// 10 % at 100 %; AC nearly flat until 95 %.
+fn power_at(ev: &Ev, soc: f64) -> f64 {
+    if ev.dc {
+        if soc < 80.0 {
+            ev.p_max
+        } else {
+            ev.p_max * (1.0 - 0.9 * (soc - 80.0) / 20.0)
+        }
+    } else if soc < 95.0 {
+        ev.p_max
+    } else {
+        ev.p_max * (1.0 - 0.7 * (soc - 95.0) / 5.0)
+    }
+}
+
+/// The charging integrator. The planner and the emitter call [`Charge::advance`] with the
+/// same sequence of times, so their results are identical.
+#[derive(Clone, Copy, Debug)]
+struct Charge {
+    t: Millis,
+    soc: f64,
+    e_wh: f64,
+    full_at: Option<Millis>,
+}
+
+impl Charge {
+    fn new(t: Millis, soc: f64) -> Charge {
+        Charge {
+            t,
+            soc,
+            e_wh: 0.0,
+            full_at: None,
+        }
+    }
+
+    /// One Euler step to `to`; no energy flows once the target is reached or after `halt`.
+    fn advance(&mut self, ev: &Ev, to: Millis, halt: Millis) {
+        if to <= self.t {
+            return;
+        }
+        if self.full_at.is_none() && self.t < halt {
+            let until = to.min(halt);
+            let p = power_at(ev, self.soc);
+            let e = p * (until - self.t) as f64 / 3.6e6;
+            let need = (ev.target - self.soc).max(0.0) / 100.0 * ev.cap_wh;
+            if p > 0.0 && e >= need {
+                self.full_at = Some(self.t + (need / p * 3.6e6) as Millis);
+                self.e_wh += need;
+                self.soc = ev.target;
+            } else {
+                self.e_wh += e;
+                self.soc += e / ev.cap_wh * 100.0;
+            }
+        }
+        self.t = to;
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SessionFault {
+    None,
+    /// Samples `from .. from + n` report `level` V on every phase.
+    Voltage {
+        from: u32,
+        n: u32,
+        level: f64,
+    },
+    /// Samples `from .. from + n` report about `level` °C.
+    Temperature {
+        from: u32,
+        n: u32,
+        level: f64,
+    },
+    /// From sample `k` on, the register is off by `delta` Wh.
+    MeterJump {
+        k: u32,
+        delta: f64,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct SessionPlan {
+    arrive: Millis,
+    preparing: Millis,
+    start: Millis,
+    charging: Millis,
+    stop: Millis,
+    finishing: Millis,
+    available: Millis,
+    tx_id: i64,
+    driver: u32,
+    /// Register at the start, Wh (fractional: the meter counts continuously).
+    reg0: f64,
+    ev: Ev,
+    /// Power stops flowing here (stuck session); `Millis::MAX` otherwise.
+    halt: Millis,
+    /// When the target was reached, if before the stop (→ SuspendedEV).
+    full_at: Option<Millis>,
+    fault: SessionFault,
+    /// Healthy noise: samples `from .. from + n` have an in-band voltage excursion and a
+    /// temperature swing.
+    noisy: Option<(u32, u32)>,
+    reason: &'static str,
+    /// EV battery voltage, for the DC output current.
+    dc_voltage: f64,
+}
+
+#[derive(Clone, Debug)]
+enum Episode {
+    Session(SessionPlan),
+    Faulted {
+        start: Millis,
+        end: Millis,
+        code: &'static str,
+    },
+}
+
+impl Episode {
+    fn begin(&self) -> Millis {
+        match self {
+            Episode::Session(s) => s.arrive,
+            Episode::Faulted { start, .. } => *start,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SysWhat {
+    Boot,
+    /// A StatusNotification for connector 0 and every connector.
+    AllStatus(ConnectorStatus),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SysEvent {
+    t: Millis,
+    what: SysWhat,
+}
+
+struct ChargerPlan {
+    id: String,
+    site: usize,
+    model: &'static Model,
+    connectors: u32,
+    serial: String,
+    ambient_c: f64,
+    /// Communication losses: silent in [start, end), BootNotification at end.
+    outages: Vec<(Millis, Millis)>,
+    /// Charger-wide events in time order.
+    sys: Vec<SysEvent>,
+    boot: Millis,
+    /// Episodes per connector (index = connector id − 1), in time order.
+    conns: Vec<Vec<Episode>>,
+}
+
+/// A fault placed by the fleet-level planner, realised by the charger's planner.
+#[derive(Clone, Copy, Debug)]
+struct FaultReq {
+    kind: AnomalyKind,
+    charger: usize,
+    connector: u32,
+    t: Millis,
+}
+
+/// Parameters every charger's planner shares.
+struct PlanCtx {
+    seed: u64,
+    start: Millis,
+    end: Millis,
+    meter_ms: Millis,
+    drivers: u64,
+    weight_max: f64,
+    weight_mean: f64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet
+// ---------------------------------------------------------------------------------------------
+
+/// The simulated network: its layout, every charger's plan and the fault labels. Immutable
+/// once built; share it between workers with an `Arc`.
+pub struct Fleet {
+    start: Millis,
+    end: Millis,
+    seed: u64,
+    heartbeat_ms: Millis,
+    meter_ms: Millis,
+    sites: Vec<String>,
+    chargers: Vec<ChargerPlan>,
+    drivers: Vec<Driver>,
+    labels: Vec<Label>,
+}
+
+impl Fleet {
+    /// Builds and plans the fleet. Maintenance windows apply to a charger when their
+    /// `charge_point_id` (if set) and `site_id` (if set) both match it. Faults need at least
+    /// ~4 simulated hours (each has a footprint of up to 2.5 h); shorter runs get none.
+    /// Intervals are clamped to ≥ 1 s (heartbeat) and ≥ 10 s (meter), chargers to
+    /// [`MAX_CHARGERS`].
+    pub fn new(cfg: &SimulatorConfig, maintenance: &[MaintenanceWindow]) -> Fleet {
+        let start = cfg.start.0;
+        let end = start + cfg.hours as Millis * HOUR;
+        let heartbeat_ms = cfg.heartbeat_interval.0.max(SECOND);
+        let meter_ms = cfg.meter_interval.0.max(10 * SECOND);
+        let n = cfg.chargers.min(MAX_CHARGERS) as usize;
+        let mut layout = stream(cfg.seed, PURPOSE_LAYOUT, 0);
+
+        // Sites of about `chargers_per_site` chargers each.
+        let cps = cfg.chargers_per_site.max(1) as i64;
+        let mut site_of = Vec::with_capacity(n);
+        let mut sites = Vec::new();
+        while site_of.len() < n {
+            let size = layout.between((cps + 1) / 2, cps + cps / 2) as usize;
+            let site = sites.len();
+            sites.push(format!("SITE-{:03}", site + 1));
+            for _ in 0..size.min(n - site_of.len()) {
+                site_of.push(site);
+            }
+        }
+
+        let total_weight: u32 = MODELS.iter().map(|m| m.weight).sum();
+        let mut models = Vec::with_capacity(n);
+        let mut connectors = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut w = layout.below(total_weight as u64) as u32;
+            let model = MODELS
+                .iter()
+                .find(|m| {
+                    if w < m.weight {
+                        true
+                    } else {
+                        w -= m.weight;
+                        false
+                    }
+                })
+                .unwrap_or(&MODELS[0]);
+            models.push(model);
+            connectors.push(
+                layout.between(model.min_connectors as i64, model.max_connectors as i64) as u32,
+            );
+        }
+
+        // Drivers: ~3 per charger; a few tokens the registry does not know.
+        let pool = (3 * n).max(3);
+        let mut drivers = Vec::with_capacity(pool);
+        for i in 0..pool {
+            let r = layout.f64();
+            let payment_method = if r < 0.45 {
+                "card"
+            } else if r < 0.80 {
+                "mobile"
+            } else {
+                "subscription"
+            };
+            // About 3 % unknown, and at least one in any pool of 8 or more.
+            let known = !(layout.chance(0.02) || i % 31 == 7);
+            drivers.push(Driver {
+                id_tag: format!("{:04X}{:08X}", i, layout.below(1 << 32)),
+                payment_method,
+                known,
+            });
+        }
+
+        let ids: Vec<String> = (0..n).map(charger_id).collect();
+        let maint: Vec<Vec<(Millis, Millis)>> = (0..n)
+            .map(|i| maintenance_of(maintenance, &ids[i], &sites[site_of[i]]))
+            .collect();
+
+        let reqs = if cfg.faults {
+            place_faults(cfg, start, end, meter_ms, &maint, &connectors)
+        } else {
+            Vec::new()
+        };
+
+        let weight_max = HOURLY_WEIGHT.iter().cloned().fold(0.0, f64::max);
+        let weight_mean = HOURLY_WEIGHT.iter().sum::<f64>() / 24.0;
+        let ctx = PlanCtx {
+            seed: cfg.seed,
+            start,
+            end,
+            meter_ms,
+            drivers: pool as u64,
+            weight_max,
+            weight_mean,
+        };
+        let mut labels = Vec::new();
+        let mut chargers = Vec::with_capacity(n);
+        for (i, id) in ids.into_iter().enumerate() {
+            let mine: Vec<FaultReq> = reqs.iter().filter(|r| r.charger == i).copied().collect();
+            chargers.push(plan_charger(
+                &ctx,
+                i,
+                id,
+                site_of[i],
+                models[i],
+                connectors[i],
+                &maint[i],
+                &mine,
+                &mut labels,
+            ));
+        }
+        labels.sort_by(|a, b| {
+            (a.start, &a.charge_point_id, a.kind).cmp(&(b.start, &b.charge_point_id, b.kind))
+        });
+
+        Fleet {
+            start,
+            end,
+            seed: cfg.seed,
+            heartbeat_ms,
+            meter_ms,
+            sites,
+            chargers,
+            drivers,
+            labels,
+        }
+    }
+
+    /// Stations and tokens as evflow's registry expects them. Unknown tokens are left out.
+    pub fn registry(&self) -> Registry {
+        let stations = self
+            .chargers
+            .iter()
+            .map(|c| Station {
+                charge_point_id: c.id.clone(),
+                site_id: self.sites[c.site].clone(),
+                tariff_id: Some(if c.model.dc { "dc_fast" } else { "ac_standard" }.to_string()),
+                max_power_w: Some(c.model.power_w),
+                connectors: Some(c.connectors),
+            })
+            .collect();
+        let tokens = self
+            .drivers
+            .iter()
+            .filter(|d| d.known)
+            .map(|d| Token {
+                id_tag: d.id_tag.clone(),
+                payment_method: d.payment_method.to_string(),
+            })
+            .collect();
+        Registry { stations, tokens }
+    }
+
+    /// Ground truth of the injected faults, ordered by start.
+    pub fn labels(&self) -> &[Label] {
+        &self.labels
+    }
+
+    /// Writes the labels as JSONL; returns the number of lines.
+    pub fn write_labels(&self, out: &mut impl std::io::Write) -> std::io::Result<u64> {
+        for l in &self.labels {
+            serde_json::to_writer(&mut *out, l)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(self.labels.len() as u64)
+    }
+
+    /// First simulated instant.
+    pub fn start(&self) -> Millis {
+        self.start
+    }
+
+    /// End of the simulated range (exclusive): start + hours.
+    pub fn end(&self) -> Millis {
+        self.end
+    }
+
+    pub fn charger_count(&self) -> usize {
+        self.chargers.len()
+    }
+}
+
+fn charger_id(i: usize) -> String {
+    format!("CP-{:04}", i + 1)
+}
+
+/// The charger's maintenance windows, merged where they overlap.
+fn maintenance_of(all: &[MaintenanceWindow], cp: &str, site: &str) -> Vec<(Millis, Millis)> {
+    let mut v: Vec<(Millis, Millis)> = all
+        .iter()
+        .filter(|w| {
+            (w.charge_point_id.is_some() || w.site_id.is_some())
+                && w.charge_point_id.as_deref().is_none_or(|c| c == cp)
+                && w.site_id.as_deref().is_none_or(|s| s == site)
+                && w.end.0 > w.start.0
+        })
+        .map(|w| (w.start.0, w.end.0))
+        .collect();
+    v.sort();
+    let mut merged: Vec<(Millis, Millis)> = Vec::with_capacity(v.len());
+    for (s, e) in v {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
+}
+
+/// Chooses (charger, time) for every fault: `fault_rate` per kind per 100 chargers per day,
+/// at least one of each, never near a maintenance window or another fault of the same charger
+/// (so that labels do not overlap and the charger is healthy around each fault).
+fn place_faults(
+    cfg: &SimulatorConfig,
+    start: Millis,
+    end: Millis,
+    meter_ms: Millis,
+    maint: &[Vec<(Millis, Millis)>],
+    connectors: &[u32],
+) -> Vec<FaultReq> {
+    let n = connectors.len();
+    // Every fault (and a fault session) is over within 2.5 h plus a few samples.
+    let footprint = 150 * MINUTE + 16 * meter_ms;
+    let sep = 3 * HOUR + 16 * meter_ms;
+    let lo = start + 30 * MINUTE;
+    let hi = end - footprint;
+    if n == 0 || hi <= lo {
+        return Vec::new();
+    }
+    let per_kind = ((cfg.fault_rate.max(0.0) * n as f64 / 100.0) * (cfg.hours as f64 / 24.0))
+        .round()
+        .max(1.0) as usize;
+    let mut rng = stream(cfg.seed, PURPOSE_FAULTS, 0);
+    let mut reqs: Vec<FaultReq> = Vec::new();
+    for kind in AnomalyKind::ALL {
+        for _ in 0..per_kind {
+            for _attempt in 0..500 {
+                let charger = rng.below(n as u64) as usize;
+                let t = rng.between(lo, hi) / SECOND * SECOND;
+                let clash_fault = reqs
+                    .iter()
+                    .any(|r| r.charger == charger && (r.t - t).abs() < sep);
+                let clash_maint = maint[charger]
+                    .iter()
+                    .any(|&(ws, we)| t + sep > ws && t < we + 30 * MINUTE);
+                if clash_fault || clash_maint {
+                    continue;
+                }
+                let connector = 1 + rng.below(connectors[charger] as u64) as u32;
+                reqs.push(FaultReq {
+                    kind,
+                    charger,
+                    connector,
+                    t,
+                });
+                break;
+            }
+        }
+    }
+    reqs.sort_by_key(|r| (r.charger, r.t));
+    reqs
+}
+
+/// Per-charger facts the session planner needs.
+struct ChargerCtx<'a> {
+    id: &'a str,
+    site: usize,
+    model: &'static Model,
+    rate_per_ms_max: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_charger(
+    ctx: &PlanCtx,
+    idx: usize,
+    id: String,
+    site: usize,
+    model: &'static Model,
+    connectors: u32,
+    maint: &[(Millis, Millis)],
+    reqs: &[FaultReq],
+    labels: &mut Vec<Label>,
+) -> ChargerPlan {
+    let mut rng = stream(ctx.seed, PURPOSE_PLAN, idx as u64);
+    let boot = ctx.start + rng.between(0, 30 * SECOND);
+    let serial = format!("{}{:09}", model.serial_prefix, rng.below(1_000_000_000));
+    let ambient_c = rng.range(20.0, 28.0);
+    let popularity = rng.range(0.6, 1.4);
+    let per_day = if model.dc { 7.0 } else { 3.0 } * popularity;
+    let rate_per_ms_max = per_day * (ctx.weight_max / ctx.weight_mean) / DAY as f64;
+
+    let in_maint = |t: Millis| maint.iter().any(|&(s, e)| s <= t && t < e);
+    let mut sys = vec![
+        SysEvent {
+            t: boot,
+            what: SysWhat::Boot,
+        },
+        SysEvent {
+            t: boot + SECOND,
+            what: SysWhat::AllStatus(if in_maint(boot + SECOND) {
+                ConnectorStatus::Unavailable
+            } else {
+                ConnectorStatus::Available
+            }),
+        },
+    ];
+    for &(ws, we) in maint {
+        if ws > boot + SECOND && ws < ctx.end {
+            sys.push(SysEvent {
+                t: ws,
+                what: SysWhat::AllStatus(ConnectorStatus::Unavailable),
+            });
+        }
+        if we > boot + SECOND && we < ctx.end {
+            sys.push(SysEvent {
+                t: we,
+                what: SysWhat::AllStatus(ConnectorStatus::Available),
+            });
+        }
+    }
+
+    // Blocks: periods in which a connector must be idle (padded so that sessions end well
+    // before and the charger has reported its state after).
+    let mut shared_blocks: Vec<(Millis, Millis)> = maint
+        .iter()
+        .map(|&(s, e)| (s - 10 * MINUTE, e + 2 * MINUTE))
+        .collect();
+    let nconn = connectors as usize;
+    let mut conn_blocks: Vec<Vec<(Millis, Millis)>> = vec![Vec::new(); nconn];
+    let mut faulted: Vec<Vec<Episode>> = vec![Vec::new(); nconn];
+    let mut forced: Vec<Vec<(Millis, AnomalyKind)>> = vec![Vec::new(); nconn];
+    let mut outages = Vec::new();
+    for r in reqs {
+        let c = (r.connector.max(1) as usize - 1).min(nconn - 1);
+        match r.kind {
+            AnomalyKind::CommunicationLost => {
+                let d = rng.between(30 * MINUTE, 90 * MINUTE) / SECOND * SECOND;
+                outages.push((r.t, r.t + d));
+                sys.push(SysEvent {
+                    t: r.t + d,
+                    what: SysWhat::Boot,
+                });
+                sys.push(SysEvent {
+                    t: r.t + d + SECOND,
+                    what: SysWhat::AllStatus(ConnectorStatus::Available),
+                });
+                shared_blocks.push((r.t - 10 * MINUTE, r.t + d + 2 * MINUTE));
+                labels.push(Label {
+                    kind: r.kind,
+                    charge_point_id: id.clone(),
+                    connector_id: None,
+                    start: r.t,
+                    end: r.t + d,
+                });
+            }
+            AnomalyKind::ConnectorFaulted => {
+                let d = rng.between(20 * MINUTE, 60 * MINUTE) / SECOND * SECOND;
+                let code = *rng.pick(&FAULT_CODES);
+                faulted[c].push(Episode::Faulted {
+                    start: r.t,
+                    end: r.t + d,
+                    code,
+                });
+                conn_blocks[c].push((r.t - 10 * MINUTE, r.t + d + 2 * MINUTE));
+                labels.push(Label {
+                    kind: r.kind,
+                    charge_point_id: id.clone(),
+                    connector_id: Some(c as u32 + 1),
+                    start: r.t,
+                    end: r.t + d,
+                });
+            }
+            kind => forced[c].push((r.t, kind)),
+        }
+    }
+    sys.sort_by_key(|e| e.t);
+    outages.sort();
+
+    let cctx = ChargerCtx {
+        id: &id,
+        site,
+        model,
+        rate_per_ms_max,
+    };
+    let mut conns: Vec<Vec<Episode>> = Vec::with_capacity(nconn);
+    for c in 0..nconn {
+        let mut blocks = shared_blocks.clone();
+        blocks.extend_from_slice(&conn_blocks[c]);
+        blocks.sort();
+        forced[c].sort_by_key(|f| f.0);
+        let sessions = plan_connector(
+            ctx,
+            &cctx,
+            &mut rng,
+            c as u32 + 1,
+            boot + 2 * MINUTE,
+            &blocks,
+            &forced[c],
+            labels,
+        );
+        let mut eps: Vec<Episode> = sessions.into_iter().map(Episode::Session).collect();
+        eps.append(&mut faulted[c]);
+        eps.sort_by_key(|e| e.begin());
+        conns.push(eps);
+    }
+
+    // Transaction ids in order of start, as a backend hands them out.
+    let mut order: Vec<(Millis, usize, usize)> = Vec::new();
+    for (c, eps) in conns.iter().enumerate() {
+        for (i, e) in eps.iter().enumerate() {
+            if let Episode::Session(s) = e {
+                order.push((s.start, c, i));
+            }
+        }
+    }
+    order.sort();
+    for (n, &(_, c, i)) in order.iter().enumerate() {
+        if let Episode::Session(s) = &mut conns[c][i] {
+            s.tx_id = (idx as i64 + 1) * 100_000 + n as i64 + 1;
+        }
+    }
+
+    ChargerPlan {
+        id,
+        site,
+        model,
+        connectors,
+        serial,
+        ambient_c,
+        outages,
+        sys,
+        boot,
+        conns,
+    }
+}
+
+/// Next arrival at or after `t` of a Poisson process with the hourly profile (thinning).
+fn next_arrival(ctx: &PlanCtx, rate_max: f64, rng: &mut Rng, mut t: Millis) -> Option<Millis> {
+    if rate_max <= 0.0 {
+        return None;
+    }
+    loop {
+        let gap = -(1.0 - rng.f64()).ln() / rate_max;
+        t += (gap as Millis).max(1);
+        if t >= ctx.end {
+            return None;
+        }
+        let hour = (t.rem_euclid(DAY) / HOUR) as usize;
+        if rng.f64() * ctx.weight_max < HOURLY_WEIGHT[hour] {
+            return Some(t);
+        }
+    }
+}
+
+/// The first block start after `t`, or the next forced session (minus a gap).
+fn deadline(blocks: &[(Millis, Millis)], next_forced: Option<Millis>, t: Millis) -> Millis {
+    let b = blocks.iter().find(|b| b.0 > t).map_or(Millis::MAX, |b| b.0);
+    b.min(next_forced.map_or(Millis::MAX, |f| f - 2 * MINUTE))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_connector(
+    ctx: &PlanCtx,
+    ch: &ChargerCtx,
+    rng: &mut Rng,
+    conn: u32,
+    from: Millis,
+    blocks: &[(Millis, Millis)],
+    forced: &[(Millis, AnomalyKind)],
+    labels: &mut Vec<Label>,
+) -> Vec<SessionPlan> {
+    let mut reg = rng.range(1.0e6, 6.0e7).floor();
+    let mut t = from;
+    let mut fi = 0;
+    let mut out = Vec::new();
+    loop {
+        let ta = next_arrival(ctx, ch.rate_per_ms_max, rng, t);
+        if let Some(&(tf, kind)) = forced.get(fi) {
+            if ta.is_none_or(|ta| ta >= tf) {
+                let s0 = tf.max(t);
+                let dl = deadline(blocks, forced.get(fi + 1).map(|f| f.0), s0);
+                if let Some((s, reg_end)) =
+                    plan_session(ctx, ch, rng, conn, s0, Some(kind), dl, reg, labels)
+                {
+                    reg = reg_end;
+                    t = s.available + MINUTE;
+                    out.push(s);
+                }
+                fi += 1;
+                continue;
+            }
+        }
+        let Some(ta) = ta else { break };
+        if let Some(b) = blocks.iter().find(|b| b.0 <= ta && ta < b.1) {
+            t = b.1;
+            continue;
+        }
+        let dl = deadline(blocks, forced.get(fi).map(|f| f.0), ta);
+        match plan_session(ctx, ch, rng, conn, ta, None, dl, reg, labels) {
+            Some((s, reg_end)) => {
+                reg = reg_end;
+                t = s.available + MINUTE;
+                out.push(s);
+            }
+            None => t = ta,
+        }
+    }
+    out
+}
+
+/// When an EV would be full if nothing stopped it (sampled like the emitter samples).
+fn time_to_full(ev: &Ev, start: Millis, mi: Millis) -> Millis {
+    let mut ch = Charge::new(start, ev.soc0);
+    for k in 1..=20_000 {
+        ch.advance(ev, start + k * mi, Millis::MAX);
+        if let Some(f) = ch.full_at {
+            return f;
+        }
+    }
+    Millis::MAX
+}
+
+/// Plans one session arriving at `arrive`; `None` if it cannot fit before `deadline`.
+/// Returns the plan and the connector's register after it.
+#[allow(clippy::too_many_arguments)]
+fn plan_session(
+    ctx: &PlanCtx,
+    ch: &ChargerCtx,
+    rng: &mut Rng,
+    conn: u32,
+    arrive: Millis,
+    fault: Option<AnomalyKind>,
+    deadline: Millis,
+    reg0: f64,
+    labels: &mut Vec<Label>,
+) -> Option<(SessionPlan, f64)> {
+    let mi = ctx.meter_ms;
+    let model = ch.model;
+    let forced = fault.is_some();
+    let preparing = arrive + rng.between(2 * SECOND, 6 * SECOND);
+    let start = arrive + rng.between(8 * SECOND, 25 * SECOND);
+    let charging = start + rng.between(800, 2 * SECOND);
+    let driver = if rng.chance(0.6) {
+        ((ch.site as u64 * 17 + rng.below(12)) % ctx.drivers) as u32
+    } else {
+        rng.below(ctx.drivers) as u32
+    };
+
+    // Fault sessions get a nearly empty, big battery so the fault happens while charging.
+    let (cap_wh, soc0, target) = if forced {
+        (
+            rng.range(70_000.0, 100_000.0),
+            rng.range(10.0, 25.0),
+            rng.range(95.0, 100.0),
+        )
+    } else {
+        (
+            rng.range(40_000.0, 100_000.0),
+            rng.range(10.0, 60.0),
+            rng.range(80.0, 100.0),
+        )
+    };
+    let ev_power = if model.dc {
+        rng.range(50_000.0, if forced { 150_000.0 } else { 250_000.0 })
+    } else {
+        let r = rng.f64();
+        if r < 0.05 {
+            3_700.0
+        } else if r < 0.30 {
+            7_400.0
+        } else if r < 0.85 {
+            11_000.0
+        } else {
+            22_000.0
+        }
+    };
+    let zero = !forced && rng.chance(0.04);
+    let p_max = if zero {
+        rng.range(0.0, 30.0)
+    } else {
+        ev_power.min(model.power_w)
+    };
+    let ev = Ev {
+        cap_wh,
+        soc0,
+        target,
+        p_max,
+        dc: model.dc,
+    };
+    let dc_voltage = if rng.chance(0.3) {
+        rng.range(650.0, 780.0)
+    } else {
+        rng.range(340.0, 420.0)
+    };
+    let dwell = if model.dc {
+        rng.lognormal_ms(35 * MINUTE, 0.35, 12 * MINUTE, 90 * MINUTE)
+    } else {
+        rng.lognormal_ms(2 * HOUR, 0.6, 20 * MINUTE, 9 * HOUR)
+    };
+    let mut stop = start + dwell;
+    let mut halt = Millis::MAX;
+    let mut sfault = SessionFault::None;
+    let mut noisy = None;
+    // The last sample the fault needs (its label's end must precede the stop).
+    let mut needs_until = charging;
+    if zero {
+        stop = start + rng.between(2 * MINUTE, 8 * MINUTE);
+    } else if !forced && rng.chance(0.1) {
+        noisy = Some((rng.between(1, 10) as u32, rng.between(1, 3) as u32));
+    }
+    match fault {
+        Some(AnomalyKind::PowerSupply) | Some(AnomalyKind::OverTemperature) => {
+            let from = rng.between(2, 4) as u32;
+            let n = rng.between(5, 8) as u32;
+            sfault = if fault == Some(AnomalyKind::PowerSupply) {
+                let level = if rng.chance(0.7) {
+                    rng.range(186.0, 194.0)
+                } else {
+                    rng.range(258.0, 262.0)
+                };
+                SessionFault::Voltage { from, n, level }
+            } else {
+                SessionFault::Temperature {
+                    from,
+                    n,
+                    level: rng.range(82.0, 93.0),
+                }
+            };
+            needs_until = start + (from + n) as Millis * mi;
+            stop = stop.max(needs_until + 2 * mi + rng.between(0, 20 * MINUTE));
+        }
+        Some(AnomalyKind::MeterError) => {
+            let k = rng.between(3, 8) as u32;
+            let delta = if rng.chance(0.5) {
+                rng.range(1.0e6, 3.0e6).floor()
+            } else {
+                -(rng.range(2.0e5, 2.0e6).min(reg0 * 0.8)).floor()
+            };
+            sfault = SessionFault::MeterJump { k, delta };
+            needs_until = start + k as Millis * mi;
+            stop = stop.max(needs_until + 2 * mi + rng.between(0, 20 * MINUTE));
+        }
+        Some(AnomalyKind::StuckSession) => {
+            let full = time_to_full(&ev, start, mi);
+            let max_k = ((full.saturating_sub(start)) / mi - 1).max(1);
+            let k = rng.between(3, 6).min(max_k);
+            halt = start + k * mi;
+            stop = halt + rng.between(40 * MINUTE, 90 * MINUTE);
+            needs_until = stop;
+        }
+        _ => {}
+    }
+
+    // Fit before the next block: a driver asked to leave, or no session at all.
+    let latest = deadline.saturating_sub(3 * MINUTE);
+    if stop > latest {
+        if forced {
+            if latest < needs_until + mi || fault == Some(AnomalyKind::StuckSession) {
+                return None;
+            }
+            stop = latest;
+        } else if latest - start >= 30 * MINUTE {
+            stop = latest - rng.between(0, 10 * MINUTE);
+        } else {
+            return None;
+        }
+    }
+    let finishing = stop + rng.between(SECOND, 3 * SECOND);
+    let available = stop + rng.between(10 * SECOND, 3 * MINUTE);
+
+    // Run the integrator exactly as the emitter will.
+    let mut c = Charge::new(start, soc0);
+    let mut k: Millis = 1;
+    while start + k * mi < stop {
+        c.advance(&ev, start + k * mi, halt);
+        k += 1;
+    }
+    c.advance(&ev, stop, halt);
+    let jump = match sfault {
+        SessionFault::MeterJump { k: jk, delta } if (jk as Millis) < k => delta,
+        _ => 0.0,
+    };
+    let reg_end = reg0 + c.e_wh + jump;
+
+    let reason = if zero {
+        if rng.chance(0.5) {
+            "Local"
+        } else {
+            "EVDisconnected"
+        }
+    } else if halt != Millis::MAX {
+        "Remote"
+    } else if c.full_at.is_some() {
+        if rng.chance(0.6) {
+            "EVDisconnected"
+        } else {
+            "Local"
+        }
+    } else if rng.chance(0.7) {
+        "Local"
+    } else {
+        "EVDisconnected"
+    };
+
+    if let Some(kind) = fault {
+        let (ls, le) = match sfault {
+            SessionFault::Voltage { from, n, .. } | SessionFault::Temperature { from, n, .. } => (
+                start + from as Millis * mi,
+                start + (from + n) as Millis * mi,
+            ),
+            SessionFault::MeterJump { k, .. } => (start + k as Millis * mi, stop),
+            SessionFault::None => (halt, stop),
+        };
+        labels.push(Label {
+            kind,
+            charge_point_id: ch.id.to_string(),
+            connector_id: Some(conn),
+            start: ls,
+            end: le,
+        });
+    }
+
+    Some((
+        SessionPlan {
+            arrive,
+            preparing,
+            start,
+            charging,
+            stop,
+            finishing,
+            available,
+            tx_id: 0,
+            driver,
+            reg0,
+            ev,
+            halt,
+            full_at: c.full_at,
+            fault: sfault,
+            noisy,
+            reason,
+            dc_voltage,
+        },
+        reg_end,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Emission
+// ---------------------------------------------------------------------------------------------
+
+/// A rendered line in the worker's scratch buffer.
+#[derive(Clone, Copy, Debug)]
+struct LineRef {
+    recv: Millis,
+    charger: u32,
+    k: u32,
+    start: usize,
+    end: usize,
+}
+
+#[derive(Default)]
+struct Out {
+    buf: Vec<u8>,
+    lines: Vec<LineRef>,
+}
+
+fn push_2(b: &mut Vec<u8>, v: i64) {
+    b.push(b'0' + (v / 10 % 10) as u8);
+    b.push(b'0' + (v % 10) as u8);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, like [`crate::time::format_rfc3339`] but without allocating.
+fn push_ts(b: &mut Vec<u8>, t: Millis) {
+    let (y, m, d) = civil_from_days(t.div_euclid(DAY));
+    let ms = t.rem_euclid(DAY);
+    let s = ms / 1000;
+    if (0..10_000).contains(&y) {
+        push_2(b, y / 100);
+        push_2(b, y % 100);
+    } else {
+        push_int(b, y);
+    }
+    b.push(b'-');
+    push_2(b, m as i64);
+    b.push(b'-');
+    push_2(b, d as i64);
+    b.push(b'T');
+    push_2(b, s / 3600);
+    b.push(b':');
+    push_2(b, s / 60 % 60);
+    b.push(b':');
+    push_2(b, s % 60);
+    b.push(b'.');
+    b.push(b'0' + (ms % 1000 / 100) as u8);
+    push_2(b, ms % 100);
+    b.push(b'Z');
+}
+
+fn push_int(b: &mut Vec<u8>, v: i64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    let mut u = v.unsigned_abs();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        b.push(b'-');
+    }
+    b.extend_from_slice(&tmp[i..]);
+}
+
+/// A number with one decimal (`230.4`).
+fn push_fixed1(b: &mut Vec<u8>, x: f64) {
+    let v = (x * 10.0).round() as i64;
+    if v < 0 {
+        b.push(b'-');
+    }
+    let a = v.unsigned_abs() as i64;
+    push_int(b, a / 10);
+    b.push(b'.');
+    b.push(b'0' + (a % 10) as u8);
+}
+
+/// A charger's connection to the backend: message ids, latencies, receive times.
+struct Link {
+    idx: u32,
+    rng: Rng,
+    msg: u64,
+    last_recv: Millis,
+    /// Lines of this charger in the current slice.
+    k: u32,
+}
+
+impl Link {
+    fn open(&mut self, out: &mut Out, cp: &str, recv: Millis) -> usize {
+        let start = out.buf.len();
+        let b = &mut out.buf;
+        b.extend_from_slice(b"{\"timestamp\":\"");
+        push_ts(b, recv);
+        b.extend_from_slice(b"\",\"charge_point_id\":\"");
+        b.extend_from_slice(cp.as_bytes());
+        b.extend_from_slice(b"\",\"message\":");
+        start
+    }
+
+    fn close(&mut self, out: &mut Out, start: usize, recv: Millis) {
+        out.buf.extend_from_slice(b"]}");
+        out.lines.push(LineRef {
+            recv,
+            charger: self.idx,
+            k: self.k,
+            start,
+            end: out.buf.len(),
+        });
+        self.k += 1;
+    }
+
+    /// Writes a CALL sent at `t`; `payload` writes the payload object. Returns the message id
+    /// and the receive time.
+    fn call(
+        &mut self,
+        out: &mut Out,
+        cp: &str,
+        t: Millis,
+        action: &str,
+        payload: impl FnOnce(&mut Vec<u8>),
+    ) -> (u64, Millis) {
+        self.msg += 1;
+        let recv = (t + self.rng.between(50, 400)).max(self.last_recv + 1);
+        self.last_recv = recv;
+        let start = self.open(out, cp, recv);
+        let b = &mut out.buf;
+        b.extend_from_slice(b"[2,\"");
+        push_int(b, self.msg as i64);
+        b.extend_from_slice(b"\",\"");
+        b.extend_from_slice(action.as_bytes());
+        b.extend_from_slice(b"\",");
+        payload(b);
+        self.close(out, start, recv);
+        (self.msg, recv)
+    }
+
+    /// Writes the backend's CALLRESULT to message `id`, a few ms after its receipt.
+    fn result(
+        &mut self,
+        out: &mut Out,
+        cp: &str,
+        id: u64,
+        call_recv: Millis,
+        payload: impl FnOnce(&mut Vec<u8>, Millis),
+    ) {
+        let recv = (call_recv + self.rng.between(2, 25)).max(self.last_recv + 1);
+        self.last_recv = recv;
+        let start = self.open(out, cp, recv);
+        let b = &mut out.buf;
+        b.extend_from_slice(b"[3,\"");
+        push_int(b, id as i64);
+        b.extend_from_slice(b"\",");
+        payload(b, recv);
+        self.close(out, start, recv);
+    }
+
+    fn status(
+        &mut self,
+        out: &mut Out,
+        cp: &str,
+        t: Millis,
+        connector: u32,
+        status: ConnectorStatus,
+        error_code: &str,
+    ) {
+        self.call(out, cp, t, "StatusNotification", |b| {
+            b.extend_from_slice(b"{\"connectorId\":");
+            push_int(b, connector as i64);
+            b.extend_from_slice(b",\"errorCode\":\"");
+            b.extend_from_slice(error_code.as_bytes());
+            b.extend_from_slice(b"\",\"status\":\"");
+            b.extend_from_slice(status.as_str().as_bytes());
+            b.extend_from_slice(b"\",\"timestamp\":\"");
+            push_ts(b, t);
+            b.extend_from_slice(b"\"}");
+        });
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Authorize,
+    Preparing,
+    Start,
+    Charging,
+    Run,
+    Finishing,
+    Available,
+    FaultBegin,
+    FaultEnd,
+    Done,
+}
+
+/// What happens next inside a running session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunEvent {
+    Suspend,
+    Sample,
+    Stop,
+}
+
+/// Where a connector is in its list of episodes.
+struct ConnCursor {
+    ep: usize,
+    step: Step,
+    /// Next sample index (sample k is at start + k·meter interval).
+    k: u32,
+    charge: Charge,
+    suspended: bool,
+    noise: Rng,
+}
+
+impl ConnCursor {
+    fn new(eps: &[Episode], seed: u64) -> ConnCursor {
+        let mut c = ConnCursor {
+            ep: 0,
+            step: Step::Done,
+            k: 1,
+            charge: Charge::new(0, 0.0),
+            suspended: false,
+            noise: Rng(0),
+        };
+        c.enter(eps, seed);
+        c
+    }
+
+    fn enter(&mut self, eps: &[Episode], seed: u64) {
+        match eps.get(self.ep) {
+            Some(Episode::Session(s)) => {
+                self.step = Step::Authorize;
+                self.k = 1;
+                self.charge = Charge::new(s.start, s.ev.soc0);
+                self.suspended = false;
+                self.noise = stream(seed, PURPOSE_NOISE, s.tx_id as u64);
+            }
+            Some(Episode::Faulted { .. }) => self.step = Step::FaultBegin,
+            None => self.step = Step::Done,
+        }
+    }
+
+    fn run_next(&self, s: &SessionPlan, mi: Millis) -> (Millis, RunEvent) {
+        let mut best = (s.stop, RunEvent::Stop);
+        let tk = s.start + self.k as Millis * mi;
+        if tk < s.stop && tk <= best.0 {
+            best = (tk, RunEvent::Sample);
+        }
+        if let Some(f) = s.full_at {
+            if !self.suspended && f < s.stop && f <= best.0 {
+                best = (f, RunEvent::Suspend);
+            }
+        }
+        best
+    }
+
+    fn next_time(&self, eps: &[Episode], mi: Millis) -> Millis {
+        match eps.get(self.ep) {
+            Some(Episode::Session(s)) => match self.step {
+                Step::Authorize => s.arrive,
+                Step::Preparing => s.preparing,
+                Step::Start => s.start,
+                Step::Charging => s.charging,
+                Step::Run => self.run_next(s, mi).0,
+                Step::Finishing => s.finishing,
+                Step::Available => s.available,
+                _ => Millis::MAX,
+            },
+            Some(Episode::Faulted { start, end, .. }) => match self.step {
+                Step::FaultBegin => *start,
+                Step::FaultEnd => *end,
+                _ => Millis::MAX,
+            },
+            None => Millis::MAX,
+        }
+    }
+}
+
+/// The measured values of one meter sample.
+struct Sample {
+    energy_wh: i64,
+    power_w: f64,
+    voltage: [f64; 3],
+    current: [f64; 3],
+    temperature_c: f64,
+    soc: Option<f64>,
+}
+
+/// Emits one charger's lines in event-time order, resumable at any time boundary.
+struct ChargerEmitter {
+    link: Link,
+    sys_i: usize,
+    hb_next: Millis,
+    conns: Vec<ConnCursor>,
+}
+
+impl ChargerEmitter {
+    fn new(fleet: &Fleet, idx: usize) -> ChargerEmitter {
+        let plan = &fleet.chargers[idx];
+        let mut e = ChargerEmitter {
+            link: Link {
+                idx: idx as u32,
+                rng: stream(fleet.seed, PURPOSE_LINK, idx as u64),
+                msg: 0,
+                last_recv: Millis::MIN,
+                k: 0,
+            },
+            sys_i: 0,
+            hb_next: 0,
+            conns: plan
+                .conns
+                .iter()
+                .map(|eps| ConnCursor::new(eps, fleet.seed))
+                .collect(),
+        };
+        e.hb_next = e.skip_outages(plan, plan.boot + fleet.heartbeat_ms, fleet.heartbeat_ms);
+        e
+    }
+
+    /// A heartbeat due inside an outage moves to one interval after the reboot.
+    fn skip_outages(&self, plan: &ChargerPlan, mut t: Millis, hb: Millis) -> Millis {
+        for &(s, e) in &plan.outages {
+            if s <= t && t < e {
+                t = e + hb;
+            }
+        }
+        t
+    }
+
+    /// Emits every line with event time < `until`.
+    fn emit_until(&mut self, fleet: &Fleet, until: Millis, out: &mut Out) {
+        let plan = &fleet.chargers[self.link.idx as usize];
+        let mi = fleet.meter_ms;
+        loop {
+            // Ties: charger-wide events first, then the heartbeat, then connectors in order.
+            let mut best = (Millis::MAX, usize::MAX);
+            if let Some(e) = plan.sys.get(self.sys_i) {
+                best = (e.t, 0);
+            }
+            if self.hb_next < best.0 {
+                best = (self.hb_next, 1);
+            }
+            for (c, cur) in self.conns.iter().enumerate() {
+                let t = cur.next_time(&plan.conns[c], mi);
+                if t < best.0 {
+                    best = (t, 2 + c);
+                }
+            }
+            let (t, which) = best;
+            if t >= until {
+                return;
+            }
+            match which {
+                0 => {
+                    self.fire_sys(fleet, plan, out);
+                    self.sys_i += 1;
+                }
+                1 => {
+                    self.link.call(out, &plan.id, t, "Heartbeat", |b| {
+                        b.extend_from_slice(b"{}")
+                    });
+                    self.hb_next =
+                        self.skip_outages(plan, t + fleet.heartbeat_ms, fleet.heartbeat_ms);
+                }
+                c => self.fire_conn(fleet, plan, c - 2, t, out),
+            }
+        }
+    }
+
+    fn fire_sys(&mut self, fleet: &Fleet, plan: &ChargerPlan, out: &mut Out) {
+        let e = plan.sys[self.sys_i];
+        let cp = plan.id.as_str();
+        match e.what {
+            SysWhat::Boot => {
+                let m = plan.model;
+                let (id, recv) = self.link.call(out, cp, e.t, "BootNotification", |b| {
+                    b.extend_from_slice(b"{\"chargePointVendor\":\"");
+                    b.extend_from_slice(m.vendor.as_bytes());
+                    b.extend_from_slice(b"\",\"chargePointModel\":\"");
+                    b.extend_from_slice(m.model.as_bytes());
+                    b.extend_from_slice(b"\",\"chargePointSerialNumber\":\"");
+                    b.extend_from_slice(plan.serial.as_bytes());
+                    b.extend_from_slice(b"\",\"firmwareVersion\":\"");
+                    b.extend_from_slice(m.firmware.as_bytes());
+                    b.extend_from_slice(b"\"}");
+                });
+                let interval = fleet.heartbeat_ms / SECOND;
+                self.link.result(out, cp, id, recv, |b, now| {
+                    b.extend_from_slice(b"{\"status\":\"Accepted\",\"currentTime\":\"");
+                    push_ts(b, now);
+                    b.extend_from_slice(b"\",\"interval\":");
+                    push_int(b, interval);
+                    b.push(b'}');
+                });
+            }
+            SysWhat::AllStatus(status) => {
+                for c in 0..=plan.connectors {
+                    self.link.status(out, cp, e.t, c, status, "NoError");
+                }
+            }
+        }
+    }
+
+    fn fire_conn(&mut self, fleet: &Fleet, plan: &ChargerPlan, c: usize, t: Millis, out: &mut Out) {
+        let eps = &plan.conns[c];
+        let cp = plan.id.as_str();
+        let connector = c as u32 + 1;
+        let cur = &mut self.conns[c];
+        let link = &mut self.link;
+        match &eps[cur.ep] {
+            Episode::Faulted { code, .. } => {
+                if cur.step == Step::FaultBegin {
+                    link.status(out, cp, t, connector, ConnectorStatus::Faulted, code);
+                    cur.step = Step::FaultEnd;
+                } else {
+                    link.status(out, cp, t, connector, ConnectorStatus::Available, "NoError");
+                    cur.ep += 1;
+                    cur.enter(eps, fleet.seed);
+                }
+            }
+            Episode::Session(s) => {
+                let id_tag = fleet.drivers[s.driver as usize].id_tag.as_str();
+                match cur.step {
+                    Step::Authorize => {
+                        link.call(out, cp, t, "Authorize", |b| {
+                            b.extend_from_slice(b"{\"idTag\":\"");
+                            b.extend_from_slice(id_tag.as_bytes());
+                            b.extend_from_slice(b"\"}");
+                        });
+                        cur.step = Step::Preparing;
+                    }
+                    Step::Preparing => {
+                        link.status(out, cp, t, connector, ConnectorStatus::Preparing, "NoError");
+                        cur.step = Step::Start;
+                    }
+                    Step::Start => {
+                        let meter_start = s.reg0.floor() as i64;
+                        let (id, recv) = link.call(out, cp, t, "StartTransaction", |b| {
+                            b.extend_from_slice(b"{\"connectorId\":");
+                            push_int(b, connector as i64);
+                            b.extend_from_slice(b",\"idTag\":\"");
+                            b.extend_from_slice(id_tag.as_bytes());
+                            b.extend_from_slice(b"\",\"meterStart\":");
+                            push_int(b, meter_start);
+                            b.extend_from_slice(b",\"timestamp\":\"");
+                            push_ts(b, t);
+                            b.extend_from_slice(b"\"}");
+                        });
+                        link.result(out, cp, id, recv, |b, _| {
+                            b.extend_from_slice(b"{\"transactionId\":");
+                            push_int(b, s.tx_id);
+                            b.extend_from_slice(b",\"idTagInfo\":{\"status\":\"Accepted\"}}");
+                        });
+                        cur.step = Step::Charging;
+                    }
+                    Step::Charging => {
+                        link.status(out, cp, t, connector, ConnectorStatus::Charging, "NoError");
+                        cur.step = Step::Run;
+                    }
+                    Step::Run => match cur.run_next(s, fleet.meter_ms).1 {
+                        RunEvent::Suspend => {
+                            link.status(
+                                out,
+                                cp,
+                                t,
+                                connector,
+                                ConnectorStatus::SuspendedEV,
+                                "NoError",
+                            );
+                            cur.suspended = true;
+                        }
+                        RunEvent::Sample => {
+                            let v = sample(cur, plan, s, t);
+                            cur.k += 1;
+                            link.call(out, cp, t, "MeterValues", |b| {
+                                write_meter_values(b, plan.model, connector, s.tx_id, t, &v)
+                            });
+                        }
+                        RunEvent::Stop => {
+                            cur.charge.advance(&s.ev, s.stop, s.halt);
+                            let jump = match s.fault {
+                                SessionFault::MeterJump { k, delta } if k < cur.k => delta,
+                                _ => 0.0,
+                            };
+                            let meter_stop = (s.reg0 + cur.charge.e_wh + jump).floor() as i64;
+                            link.call(out, cp, t, "StopTransaction", |b| {
+                                b.extend_from_slice(b"{\"transactionId\":");
+                                push_int(b, s.tx_id);
+                                b.extend_from_slice(b",\"idTag\":\"");
+                                b.extend_from_slice(id_tag.as_bytes());
+                                b.extend_from_slice(b"\",\"meterStop\":");
+                                push_int(b, meter_stop);
+                                b.extend_from_slice(b",\"timestamp\":\"");
+                                push_ts(b, t);
+                                b.extend_from_slice(b"\",\"reason\":\"");
+                                b.extend_from_slice(s.reason.as_bytes());
+                                b.extend_from_slice(b"\"}");
+                            });
+                            cur.step = Step::Finishing;
+                        }
+                    },
+                    Step::Finishing => {
+                        link.status(out, cp, t, connector, ConnectorStatus::Finishing, "NoError");
+                        cur.step = Step::Available;
+                    }
+                    Step::Available => {
+                        link.status(out, cp, t, connector, ConnectorStatus::Available, "NoError");
+                        cur.ep += 1;
+                        cur.enter(eps, fleet.seed);
+                    }
+                    Step::FaultBegin | Step::FaultEnd | Step::Done => cur.step = Step::Done,
+                }
+            }
+        }
+    }
+}
+
+/// Computes sample `cur.k` of session `s` at time `t`: physics plus noise plus faults.
+fn sample(cur: &mut ConnCursor, plan: &ChargerPlan, s: &SessionPlan, t: Millis) -> Sample {
+    let k = cur.k;
+    cur.charge.advance(&s.ev, t, s.halt);
+    let rng = &mut cur.noise;
+    let flowing = cur.charge.full_at.is_none() && t < s.halt;
+    let power_w = if flowing {
+        power_at(&s.ev, cur.charge.soc) * rng.range(0.99, 1.01)
+    } else {
+        0.0
+    };
+    let in_window = |from: u32, n: u32| k >= from && k < from + n;
+    let noisy = s.noisy.is_some_and(|(f, n)| in_window(f, n));
+
+    let model = plan.model;
+    let mut voltage = [0.0; 3];
+    let excursion = if noisy {
+        let sign = if rng.chance(0.5) { 1.0 } else { -1.0 };
+        Some(sign * rng.range(0.04, 0.07))
+    } else {
+        None
+    };
+    for v in voltage.iter_mut().take(model.phases) {
+        *v = match (s.fault, excursion) {
+            (SessionFault::Voltage { from, n, level }, _) if in_window(from, n) => {
+                level + rng.range(-1.5, 1.5)
+            }
+            (_, Some(x)) => 230.0 * (1.0 + x),
+            _ => 230.0 * rng.range(0.98, 1.02),
+        };
+    }
+    let mut current = [0.0; 3];
+    if model.dc {
+        current[0] = power_w / s.dc_voltage;
+    } else {
+        for (i, a) in current.iter_mut().take(model.phases).enumerate() {
+            *a = power_w / model.phases as f64 / voltage[i];
+        }
+    }
+
+    let rise = if model.dc { 25.0 } else { 15.0 } * (power_w / model.power_w).min(1.0);
+    let mut temperature_c = plan.ambient_c + rise + rng.range(-1.0, 1.0);
+    if noisy {
+        temperature_c += rng.range(5.0, 9.0);
+    }
+    temperature_c = temperature_c.min(55.0);
+    if let SessionFault::Temperature { from, n, level } = s.fault {
+        if in_window(from, n) {
+            temperature_c = (level + rng.range(-2.0, 2.0)).clamp(80.0, 95.0);
+        }
+    }
+
+    let jump = match s.fault {
+        SessionFault::MeterJump { k: jk, delta } if k >= jk => delta,
+        _ => 0.0,
+    };
+    Sample {
+        energy_wh: (s.reg0 + cur.charge.e_wh + jump).floor() as i64,
+        power_w,
+        voltage,
+        current,
+        temperature_c,
+        soc: model.dc.then_some(cur.charge.soc),
+    }
+}
+
+const PHASES: [&str; 3] = ["L1", "L2", "L3"];
+
+fn write_meter_values(
+    b: &mut Vec<u8>,
+    model: &Model,
+    connector: u32,
+    tx_id: i64,
+    t: Millis,
+    v: &Sample,
+) {
+    b.extend_from_slice(b"{\"connectorId\":");
+    push_int(b, connector as i64);
+    b.extend_from_slice(b",\"transactionId\":");
+    push_int(b, tx_id);
+    b.extend_from_slice(b",\"meterValue\":[{\"timestamp\":\"");
+    push_ts(b, t);
+    b.extend_from_slice(b"\",\"sampledValue\":[{\"value\":\"");
+    push_int(b, v.energy_wh);
+    b.extend_from_slice(b"\",\"measurand\":\"Energy.Active.Import.Register\",\"unit\":\"Wh\"}");
+    b.extend_from_slice(b",{\"value\":\"");
+    push_fixed1(b, v.power_w);
+    b.extend_from_slice(b"\",\"measurand\":\"Power.Active.Import\",\"unit\":\"W\"}");
+    if model.dc {
+        b.extend_from_slice(b",{\"value\":\"");
+        push_fixed1(b, v.current[0]);
+        b.extend_from_slice(
+            b"\",\"measurand\":\"Current.Import\",\"location\":\"Outlet\",\"unit\":\"A\"}",
+        );
+    } else {
+        for (i, phase) in PHASES.iter().enumerate().take(model.phases) {
+            b.extend_from_slice(b",{\"value\":\"");
+            push_fixed1(b, v.current[i]);
+            b.extend_from_slice(b"\",\"measurand\":\"Current.Import\",\"phase\":\"");
+            b.extend_from_slice(phase.as_bytes());
+            b.extend_from_slice(b"\",\"unit\":\"A\"}");
+        }
+    }
+    for (i, phase) in PHASES.iter().enumerate().take(model.phases) {
+        b.extend_from_slice(b",{\"value\":\"");
+        push_fixed1(b, v.voltage[i]);
+        b.extend_from_slice(b"\",\"measurand\":\"Voltage\",\"phase\":\"");
+        b.extend_from_slice(phase.as_bytes());
+        if model.dc {
+            b.extend_from_slice(b"\",\"location\":\"Inlet");
+        }
+        b.extend_from_slice(b"\",\"unit\":\"V\"}");
+    }
+    b.extend_from_slice(b",{\"value\":\"");
+    push_fixed1(b, v.temperature_c);
+    b.extend_from_slice(
+        b"\",\"measurand\":\"Temperature\",\"location\":\"Body\",\"unit\":\"Celsius\"}",
+    );
+    if let Some(soc) = v.soc {
+        b.extend_from_slice(b",{\"value\":\"");
+        push_int(b, soc.round() as i64);
+        b.extend_from_slice(b"\",\"measurand\":\"SoC\",\"location\":\"EV\",\"unit\":\"Percent\"}");
+    }
+    b.extend_from_slice(b"]}]}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Source
+// ---------------------------------------------------------------------------------------------
+
+/// The per-worker emission state, independent of how the fleet is held.
+struct Worker {
+    slice_ms: Millis,
+    next: u64,
+    slices: u64,
+    emitters: Vec<ChargerEmitter>,
+    out: Out,
+}
+
+impl Worker {
+    fn new(fleet: &Fleet, worker_index: usize, peers: usize, slice_ms: Millis) -> Worker {
+        let peers = peers.max(1);
+        let slice_ms = slice_ms.max(1);
+        let span = (fleet.end - fleet.start).max(0);
+        let slices = ((span + slice_ms - 1) / slice_ms) as u64;
+        assert!(
+            slices < 1 << (64 - SEQ_SLICE_SHIFT),
+            "simulator: {slices} slices do not fit the seq scheme; use wider slices"
+        );
+        Worker {
+            slice_ms,
+            next: 0,
+            slices,
+            emitters: (0..fleet.chargers.len())
+                .filter(|i| i % peers == worker_index)
+                .map(|i| ChargerEmitter::new(fleet, i))
+                .collect(),
+            out: Out::default(),
+        }
+    }
+
+    fn fill(&mut self, fleet: &Fleet, chunk: &mut Chunk) -> Poll {
+        if self.next >= self.slices {
+            return Poll::End;
+        }
+        let c = self.next;
+        let until = (fleet.start + (c as Millis + 1) * self.slice_ms).min(fleet.end);
+        self.out.buf.clear();
+        self.out.lines.clear();
+        for e in &mut self.emitters {
+            e.link.k = 0;
+            e.emit_until(fleet, until, &mut self.out);
+        }
+        self.out
+            .lines
+            .sort_unstable_by_key(|l| (l.recv, l.charger, l.k));
+        chunk.clear();
+        chunk.time = c;
+        chunk
+            .data
+            .reserve(self.out.buf.len() + self.out.lines.len());
+        for l in &self.out.lines {
+            let seq = c << SEQ_SLICE_SHIFT | (l.charger as u64) << SEQ_CHARGER_SHIFT | l.k as u64;
+            chunk.push_line(seq, &self.out.buf[l.start..l.end]);
+        }
+        self.next += 1;
+        Poll::Ready
+    }
+
+    fn progress(&self, fleet: &Fleet) -> SourceProgress {
+        let span = (fleet.end - fleet.start).max(0);
+        let done = (self.next as Millis * self.slice_ms).min(span);
+        SourceProgress {
+            done: (done / SECOND) as u64,
+            total: Some((span / SECOND) as u64),
+            unit: "simulated seconds",
+        }
+    }
+}
+
+/// One worker's share of the fleet as a [`Source`]: the chargers whose index % `peers` ==
+/// `worker_index`. Chunk `c` holds the lines with event time in
+/// `[start + c·slice_ms, start + (c+1)·slice_ms)`, sorted by (receive time, charger, k);
+/// every worker yields every slice (possibly empty), so chunk times agree across workers.
+/// No pacing: the caller sleeps if it wants real time.
+pub struct SimulatorSource {
+    fleet: Arc<Fleet>,
+    worker: Worker,
+}
+
+impl SimulatorSource {
+    /// `slice_ms` is clamped to ≥ 1; `peers` to ≥ 1. Panics if the run has ≥ 2²⁴ slices.
+    pub fn new(fleet: Arc<Fleet>, worker_index: usize, peers: usize, slice_ms: Millis) -> Self {
+        let worker = Worker::new(&fleet, worker_index, peers, slice_ms);
+        SimulatorSource { fleet, worker }
+    }
+}
+
+impl Source for SimulatorSource {
+    fn next_chunk(&mut self, chunk: &mut Chunk) -> Result<Poll, SourceError> {
+        Ok(self.worker.fill(&self.fleet, chunk))
+    }
+
+    fn next_time(&self) -> u64 {
+        self.worker.next
+    }
+
+    fn progress(&self) -> SourceProgress {
+        self.worker.progress(&self.fleet)
+    }
+}
+
+/// Writes the whole run's traffic (all chargers, slice by slice) to `out`; returns the number
+/// of lines. This is what `evflow simulate` writes.
+pub fn write_all(fleet: &Fleet, out: &mut impl std::io::Write) -> std::io::Result<u64> {
+    let mut worker = Worker::new(fleet, 0, 1, DEFAULT_SLICE_MS);
+    let mut chunk = Chunk::default();
+    let mut lines = 0u64;
+    while worker.fill(fleet, &mut chunk) == Poll::Ready {
+        out.write_all(&chunk.data)?;
+        lines += chunk.seqs.len() as u64;
+    }
+    Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::config::Instant;
+    use crate::time::parse_rfc3339;
+
+    fn cfg(chargers: u32, hours: u32, seed: u64) -> SimulatorConfig {
+        SimulatorConfig {
+            chargers,
+            hours,
+            seed,
+            chargers_per_site: 4,
+            ..SimulatorConfig::default()
+        }
+    }
+
+    fn traffic(fleet: &Fleet) -> Vec<u8> {
+        let mut v = Vec::new();
+        let n = write_all(fleet, &mut v).unwrap();
+        assert_eq!(n as usize, v.iter().filter(|&&b| b == b'\n').count());
+        v
+    }
+
+    /// One parsed line: receive time, charger, frame.
+    struct Line {
+        recv: Millis,
+        cp: String,
+        frame: Vec<Value>,
+    }
+
+    impl Line {
+        fn action(&self) -> Option<&str> {
+            (self.frame[0] == 2).then(|| self.frame[2].as_str().unwrap())
+        }
+        fn payload(&self) -> &Value {
+            self.frame.last().unwrap()
+        }
+        fn ts(&self) -> Option<Millis> {
+            let p = self.payload();
+            let t = p
+                .get("timestamp")
+                .or_else(|| p.get("meterValue").and_then(|m| m[0].get("timestamp")))?;
+            Some(parse_rfc3339(t.as_str().unwrap()).unwrap())
+        }
+    }
+
+    /// Parses every line, checking the envelope shape on the way.
+    fn parse(bytes: &[u8]) -> Vec<Line> {
+        let text = std::str::from_utf8(bytes).unwrap();
+        text.lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                let o = v.as_object().expect("envelope is an object");
+                assert_eq!(o.len(), 3, "{l}");
+                let recv = parse_rfc3339(o["timestamp"].as_str().unwrap()).unwrap();
+                let cp = o["charge_point_id"].as_str().unwrap().to_string();
+                let frame = o["message"].as_array().unwrap().clone();
+                assert!(frame[1].is_string(), "{l}");
+                match frame[0].as_i64() {
+                    Some(2) => {
+                        assert_eq!(frame.len(), 4, "{l}");
+                        assert!(frame[2].is_string() && frame[3].is_object(), "{l}");
+                    }
+                    Some(3) => {
+                        assert_eq!(frame.len(), 3, "{l}");
+                        assert!(frame[2].is_object(), "{l}");
+                    }
+                    _ => panic!("not a CALL or CALLRESULT: {l}"),
+                }
+                Line { recv, cp, frame }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_seed_same_bytes_other_seed_other_bytes() {
+        let c = cfg(10, 24, 7);
+        let a = Fleet::new(&c, &[]);
+        let b = Fleet::new(&c, &[]);
+        assert_eq!(traffic(&a), traffic(&b));
+        assert_eq!(a.labels(), b.labels());
+        assert_eq!(a.registry(), b.registry());
+        let other = Fleet::new(&cfg(10, 24, 8), &[]);
+        assert_ne!(traffic(&a), traffic(&other));
+    }
+
+    fn collect(fleet: &Arc<Fleet>, peers: usize, slice_ms: Millis) -> BTreeMap<u64, Vec<u8>> {
+        let mut all = BTreeMap::new();
+        let slices = ((fleet.end() - fleet.start()) + slice_ms - 1) / slice_ms;
+        for w in 0..peers {
+            let mut src = SimulatorSource::new(fleet.clone(), w, peers, slice_ms);
+            let mut chunk = Chunk::default();
+            let mut expect = 0u64;
+            loop {
+                assert_eq!(src.next_time(), expect);
+                chunk.clear();
+                match src.next_chunk(&mut chunk).unwrap() {
+                    Poll::Ready => {}
+                    Poll::End => break,
+                    Poll::Pending => panic!("the simulator never waits"),
+                }
+                assert_eq!(chunk.time, expect);
+                expect += 1;
+                for (seq, line) in chunk.lines() {
+                    assert_eq!(seq >> SEQ_SLICE_SHIFT, chunk.time);
+                    assert!(all.insert(seq, line.to_vec()).is_none(), "seq {seq} twice");
+                }
+            }
+            assert_eq!(expect as i64, slices, "every worker yields every slice");
+            let p = src.progress();
+            assert_eq!(p.done, p.total.unwrap());
+        }
+        all
+    }
+
+    #[test]
+    fn workers_partition_the_same_lines() {
+        let fleet = Arc::new(Fleet::new(&cfg(7, 12, 3), &[]));
+        let one = collect(&fleet, 1, 60_000);
+        let three = collect(&fleet, 3, 60_000);
+        assert!(one.len() > 1000);
+        assert_eq!(one, three);
+        // The file writer produces the same lines.
+        let file = traffic(&fleet);
+        let mut a: Vec<&[u8]> = file
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut b: Vec<&[u8]> = one.values().map(|l| l.as_slice()).collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn chunks_hold_their_slice_sorted_by_receive_time() {
+        let fleet = Arc::new(Fleet::new(&cfg(6, 6, 5), &[]));
+        let slice = 5 * MINUTE;
+        let mut src = SimulatorSource::new(fleet.clone(), 0, 1, slice);
+        let mut chunk = Chunk::default();
+        while src.next_chunk(&mut chunk).unwrap() == Poll::Ready {
+            let lo = fleet.start() + chunk.time as Millis * slice;
+            let parsed = parse(&chunk.data);
+            for w in parsed.windows(2) {
+                assert!(w[0].recv <= w[1].recv);
+            }
+            for l in &parsed {
+                if let Some(t) = l.ts() {
+                    assert!(lo <= t && t < lo + slice, "event time outside its slice");
+                }
+                assert!(l.recv >= lo);
+            }
+        }
+    }
+
+    /// A minimal draft-04 validator: the keywords the OCPP 1.6 schemas use.
+    fn validate(v: &Value, s: &Value, path: &str) -> Result<(), String> {
+        let is = |t: &str| match t {
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "string" => v.is_string(),
+            "integer" => v.is_i64() || v.is_u64(),
+            "number" => v.is_number(),
+            "boolean" => v.is_boolean(),
+            "null" => v.is_null(),
+            _ => true,
+        };
+        let ok = match s.get("type") {
+            Some(Value::String(t)) => is(t),
+            Some(Value::Array(ts)) => ts.iter().any(|t| is(t.as_str().unwrap_or(""))),
+            _ => true,
+        };
+        if !ok {
+            return Err(format!("{path}: {v} is not {}", s["type"]));
+        }
+        if let Some(e) = s.get("enum").and_then(Value::as_array) {
+            if !e.contains(v) {
+                return Err(format!("{path}: {v} not in enum"));
+            }
+        }
+        if let (Some(m), Some(text)) = (s.get("maxLength").and_then(Value::as_u64), v.as_str()) {
+            if text.chars().count() as u64 > m {
+                return Err(format!("{path}: {v} longer than {m}"));
+            }
+        }
+        if s.get("format").and_then(Value::as_str) == Some("date-time") {
+            parse_rfc3339(v.as_str().unwrap_or("")).map_err(|e| format!("{path}: {e}"))?;
+        }
+        if let Some(o) = v.as_object() {
+            for r in s
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if !o.contains_key(r.as_str().unwrap()) {
+                    return Err(format!("{path}: missing {r}"));
+                }
+            }
+            let props = s.get("properties").and_then(Value::as_object);
+            for (k, x) in o {
+                match props.and_then(|p| p.get(k)) {
+                    Some(ps) => validate(x, ps, &format!("{path}.{k}"))?,
+                    None if s.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                        return Err(format!("{path}: unexpected {k}"))
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let Some(a) = v.as_array() {
+            if let Some(m) = s.get("minItems").and_then(Value::as_u64) {
+                if (a.len() as u64) < m {
+                    return Err(format!("{path}: fewer than {m} items"));
+                }
+            }
+            if let Some(items) = s.get("items") {
+                for (i, x) in a.iter().enumerate() {
+                    validate(x, items, &format!("{path}[{i}]"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn schema(name: &str) -> Value {
+        let path = format!(
+            "{}/../shared/data/ocpp/schemas/v16/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e} (shared/ must be beside the repository)"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn payloads_are_valid_ocpp16() {
+        let fleet = Fleet::new(&cfg(12, 24, 11), &[]);
+        let lines = parse(&traffic(&fleet));
+        let mut schemas: HashMap<String, Value> = HashMap::new();
+        // (charger, message id) → action, to check CALLRESULTs against the response schema.
+        let mut pending: HashMap<(String, String), String> = HashMap::new();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for l in &lines {
+            let (name, key) = match l.action() {
+                Some(a) => {
+                    pending.insert(
+                        (l.cp.clone(), l.frame[1].as_str().unwrap().into()),
+                        a.into(),
+                    );
+                    (a.to_string(), a.to_string())
+                }
+                None => {
+                    let a = pending
+                        .get(&(l.cp.clone(), l.frame[1].as_str().unwrap().into()))
+                        .expect("a CALLRESULT follows its CALL");
+                    (format!("{a}Response"), format!("{a}Response"))
+                }
+            };
+            *seen.entry(key).or_default() += 1;
+            let s = schemas.entry(name.clone()).or_insert_with(|| schema(&name));
+            validate(l.payload(), s, &name).unwrap();
+        }
+        for a in [
+            "BootNotification",
+            "BootNotificationResponse",
+            "Heartbeat",
+            "StatusNotification",
+            "Authorize",
+            "StartTransaction",
+            "StartTransactionResponse",
+            "MeterValues",
+            "StopTransaction",
+        ] {
+            assert!(seen.get(a).copied().unwrap_or(0) > 0, "no {a} in {seen:?}");
+        }
+    }
+
+    #[test]
+    fn every_fault_kind_is_labelled_and_visible() {
+        let fleet = Fleet::new(&cfg(12, 24, 42), &[]);
+        let kinds: BTreeSet<AnomalyKind> = fleet.labels().iter().map(|l| l.kind).collect();
+        assert_eq!(kinds.len(), AnomalyKind::ALL.len(), "{:?}", fleet.labels());
+        for l in fleet.labels() {
+            assert!(fleet.start() < l.start && l.start < l.end && l.end < fleet.end());
+        }
+        let label_schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/schemas/labels.schema.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let mut jsonl = Vec::new();
+        assert_eq!(
+            fleet.write_labels(&mut jsonl).unwrap(),
+            fleet.labels().len() as u64
+        );
+        for line in std::str::from_utf8(&jsonl).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            validate(&v, &label_schema, "label").unwrap();
+        }
+
+        let lines = parse(&traffic(&fleet));
+        let covers = |l: &Label, line: &Line, t: Millis| {
+            line.cp == l.charge_point_id
+                && l.start <= t
+                && t < l.end
+                && l.connector_id
+                    .is_none_or(|c| line.payload()["connectorId"] == c)
+        };
+        for label in fleet.labels() {
+            let mut evidence = 0;
+            for line in &lines {
+                let t = line.ts().unwrap_or(line.recv);
+                match label.kind {
+                    AnomalyKind::CommunicationLost => {
+                        if line.cp == label.charge_point_id && label.start < t && t < label.end {
+                            panic!("{} talks while offline", line.cp);
+                        }
+                        if line.cp == label.charge_point_id
+                            && line.action() == Some("BootNotification")
+                            && (label.end..label.end + 400).contains(&line.recv)
+                        {
+                            evidence += 1;
+                        }
+                    }
+                    AnomalyKind::ConnectorFaulted => {
+                        if covers(label, line, t) && line.payload()["status"] == "Faulted" {
+                            evidence += 1;
+                        }
+                    }
+                    AnomalyKind::PowerSupply => {
+                        if covers(label, line, t) && line.action() == Some("MeterValues") {
+                            let volts = measurand(line, "Voltage");
+                            assert!(volts.iter().all(|v| *v < 200.0 || *v > 255.0), "{volts:?}");
+                            evidence += 1;
+                        }
+                    }
+                    AnomalyKind::OverTemperature => {
+                        if covers(label, line, t) && line.action() == Some("MeterValues") {
+                            assert!(measurand(line, "Temperature")[0] >= 80.0);
+                            evidence += 1;
+                        }
+                    }
+                    AnomalyKind::StuckSession => {
+                        if covers(label, line, t) && line.action() == Some("MeterValues") {
+                            assert_eq!(measurand(line, "Power.Active.Import")[0], 0.0);
+                            evidence += 1;
+                        }
+                        if covers(label, line, t) && line.action() == Some("StatusNotification") {
+                            panic!("a stuck session changes status");
+                        }
+                    }
+                    AnomalyKind::MeterError => {
+                        if covers(label, line, t) && line.action() == Some("MeterValues") {
+                            evidence += 1;
+                        }
+                    }
+                }
+            }
+            assert!(evidence > 0, "no trace of {label:?}");
+            if matches!(
+                label.kind,
+                AnomalyKind::PowerSupply | AnomalyKind::OverTemperature
+            ) {
+                assert!(evidence >= 5, "{label:?}: {evidence} samples");
+            }
+            if label.kind == AnomalyKind::StuckSession {
+                assert!(label.end - label.start >= 40 * MINUTE);
+            }
+        }
+
+        let off = Fleet::new(
+            &SimulatorConfig {
+                faults: false,
+                ..cfg(12, 24, 42)
+            },
+            &[],
+        );
+        assert!(off.labels().is_empty());
+    }
+
+    fn measurand(line: &Line, name: &str) -> Vec<f64> {
+        line.payload()["meterValue"][0]["sampledValue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["measurand"] == name)
+            .map(|s| s["value"].as_str().unwrap().parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn healthy_chargers_stay_in_band_and_count_up() {
+        let fleet = Fleet::new(&cfg(16, 24, 9), &[]);
+        let faulty: BTreeSet<&str> = fleet
+            .labels()
+            .iter()
+            .map(|l| l.charge_point_id.as_str())
+            .collect();
+        let lines = parse(&traffic(&fleet));
+        // Per (charger, connector): the last register seen. Lines of one charger are in
+        // emission order in the file.
+        let mut register: HashMap<(String, i64), i64> = HashMap::new();
+        let mut tx_conn: HashMap<(String, i64), i64> = HashMap::new();
+        let mut start_conn: HashMap<(String, String), i64> = HashMap::new();
+        let mut samples = 0;
+        for l in lines.iter().filter(|l| !faulty.contains(l.cp.as_str())) {
+            let p = l.payload();
+            let reading = match l.action() {
+                Some("StartTransaction") => {
+                    let c = p["connectorId"].as_i64().unwrap();
+                    start_conn.insert((l.cp.clone(), l.frame[1].as_str().unwrap().into()), c);
+                    Some((c, p["meterStart"].as_i64().unwrap()))
+                }
+                Some("MeterValues") => {
+                    samples += 1;
+                    for v in measurand(l, "Voltage") {
+                        assert!((207.0..=253.0).contains(&v), "{v} V");
+                    }
+                    let temp = measurand(l, "Temperature")[0];
+                    assert!((15.0..=55.0).contains(&temp), "{temp} °C");
+                    let e = measurand(l, "Energy.Active.Import.Register")[0] as i64;
+                    Some((p["connectorId"].as_i64().unwrap(), e))
+                }
+                Some("StopTransaction") => {
+                    let tx = p["transactionId"].as_i64().unwrap();
+                    let c = tx_conn[&(l.cp.clone(), tx)];
+                    Some((c, p["meterStop"].as_i64().unwrap()))
+                }
+                None if p.get("transactionId").is_some() => {
+                    let c = start_conn[&(l.cp.clone(), l.frame[1].as_str().unwrap().into())];
+                    tx_conn.insert((l.cp.clone(), p["transactionId"].as_i64().unwrap()), c);
+                    None
+                }
+                _ => None,
+            };
+            if let Some((c, wh)) = reading {
+                let last = register.entry((l.cp.clone(), c)).or_insert(wh);
+                assert!(wh >= *last, "{} connector {c}: {wh} after {last}", l.cp);
+                *last = wh;
+            }
+        }
+        assert!(samples > 1000);
+    }
+
+    #[test]
+    fn maintenance_takes_chargers_out_of_service() {
+        let day = cfg(8, 24, 4).start.0;
+        let window = MaintenanceWindow {
+            charge_point_id: None,
+            site_id: Some("SITE-001".into()),
+            start: Instant(day + 10 * HOUR),
+            end: Instant(day + 13 * HOUR),
+            reason: None,
+        };
+        let fleet = Fleet::new(&cfg(8, 24, 4), std::slice::from_ref(&window));
+        let reg = fleet.registry();
+        let site1: BTreeSet<&str> = reg
+            .stations
+            .iter()
+            .filter(|s| s.site_id == "SITE-001")
+            .map(|s| s.charge_point_id.as_str())
+            .collect();
+        assert!(!site1.is_empty());
+        for l in fleet.labels() {
+            if site1.contains(l.charge_point_id.as_str()) {
+                assert!(l.end < window.start.0 || l.start > window.end.0);
+            }
+        }
+        let lines = parse(&traffic(&fleet));
+        let mut unavailable = 0;
+        let mut back = 0;
+        for l in lines.iter().filter(|l| site1.contains(l.cp.as_str())) {
+            let Some(t) = l.ts() else { continue };
+            let status = l.payload().get("status").and_then(Value::as_str);
+            if t == window.start.0 && status == Some("Unavailable") {
+                unavailable += 1;
+            }
+            if t == window.end.0 && status == Some("Available") {
+                back += 1;
+            }
+            if window.start.0 <= t && t < window.end.0 {
+                assert!(
+                    !matches!(l.action(), Some("StartTransaction" | "MeterValues")),
+                    "a session during maintenance on {}",
+                    l.cp
+                );
+            }
+        }
+        let connectors: u32 = reg
+            .stations
+            .iter()
+            .filter(|s| s.site_id == "SITE-001")
+            .map(|s| s.connectors.unwrap() + 1)
+            .sum();
+        assert_eq!(unavailable, connectors);
+        assert_eq!(back, connectors);
+    }
+
+    #[test]
+    fn registry_describes_the_fleet() {
+        let fleet = Fleet::new(&cfg(20, 24, 1), &[]);
+        let reg = fleet.registry();
+        assert_eq!(reg.stations.len(), 20);
+        assert_eq!(reg.stations[0].charge_point_id, "CP-0001");
+        for s in &reg.stations {
+            let dc = s.max_power_w.unwrap() >= 50_000.0;
+            let tariff = s.tariff_id.as_deref().unwrap();
+            assert_eq!(tariff, if dc { "dc_fast" } else { "ac_standard" });
+            assert!((1..=2).contains(&s.connectors.unwrap()));
+        }
+        assert!(reg.tokens.len() < 60 && reg.tokens.len() > 50);
+        let methods: BTreeSet<&str> = reg
+            .tokens
+            .iter()
+            .map(|t| t.payment_method.as_str())
+            .collect();
+        assert_eq!(methods, BTreeSet::from(["card", "mobile", "subscription"]));
+        // Registries round-trip through their JSON form.
+        let text = serde_json::to_string(&reg).unwrap();
+        assert_eq!(serde_json::from_str::<Registry>(&text).unwrap(), reg);
+    }
+
+    #[test]
+    fn timestamps_format_like_the_time_module() {
+        for t in [0, 1_767_571_200_000, 1_767_600_000_123, 951_782_400_999] {
+            let mut b = Vec::new();
+            push_ts(&mut b, t);
+            assert_eq!(
+                String::from_utf8(b).unwrap(),
+                crate::time::format_rfc3339(t)
+            );
+        }
+        let mut b = Vec::new();
+        push_fixed1(&mut b, 230.04);
+        b.push(b' ');
+        push_fixed1(&mut b, -0.26);
+        b.push(b' ');
+        push_int(&mut b, -1_234_567);
+        assert_eq!(b, b"230.0 -0.3 -1234567");
+    }
+
+    /// Volume and speed of the demo fleet: `cargo test --release -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn demo_fleet_volume() {
+        let t0 = std::time::Instant::now();
+        let fleet = Fleet::new(&SimulatorConfig::default(), &[]);
+        let planned = t0.elapsed();
+        let mut sink = std::io::sink();
+        let mut counter = CountingWriter(&mut sink, 0);
+        let lines = write_all(&fleet, &mut counter).unwrap();
+        eprintln!(
+            "300 chargers × 24 h: {lines} lines, {} MB, {} labels; plan {planned:?}, total {:?}",
+            counter.1 >> 20,
+            fleet.labels().len(),
+            t0.elapsed()
+        );
+    }
+
+    struct CountingWriter<'a, W>(&'a mut W, u64);
+
+    impl<W: std::io::Write> std::io::Write for CountingWriter<'_, W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.1 += buf.len() as u64;
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+}

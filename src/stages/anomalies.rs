@@ -1,0 +1,452 @@
+//! Fault detectors and the book of open anomalies of one charger.
+//!
+//! Owns: the detection rules (documented on each detector), anomaly ids and the open/resolved
+//! life cycle. Every anomaly opens once and resolves once, with the same deterministic id
+//! (derived from kind, charger, connector and the event time at which the condition first
+//! held), so consumers can deduplicate on (`id`, `state`).
+//!
+//! | kind | opens when | resolves when |
+//! |---|---|---|
+//! | `communication_lost` | no message for `missed_heartbeats` × the charger's heartbeat interval (event time = last message + that span) | the next message |
+//! | `connector_faulted` | StatusNotification `Faulted` (any error code) | a non-Faulted status on that connector |
+//! | `power_supply` | `confirm_samples` consecutive samples with a phase voltage outside nominal ± band, or error code UnderVoltage/OverVoltage | as many in-band samples / a NoError status |
+//! | `over_temperature` | `confirm_samples` consecutive samples above `max_temperature_c`, or error code HighTemperature | as many samples below / a NoError status |
+//! | `meter_error` | the energy register goes backwards, or rises faster than the charger's rated power allows | the next consistent sample |
+//! | `stuck_session` | open transaction, status Charging, no power (< `idle_power_w`) for `stuck_after` | power returns, the status changes, or the transaction stops |
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::config::AnomalyConfig;
+use crate::model::{
+    stable_id, AnomalyKind, AnomalyRecord, AnomalyState, MeterSample, Millis, Output, Severity,
+};
+
+#[derive(Debug, Clone)]
+struct OpenAnomaly {
+    kind: AnomalyKind,
+    connector_id: Option<u32>,
+    id: String,
+    since: Millis,
+}
+
+/// Open anomalies of one charger.
+#[derive(Debug, Default, Clone)]
+pub struct AnomalyBook {
+    open: Vec<OpenAnomaly>,
+}
+
+/// Who the anomaly is about; copied into every record.
+pub struct Subject<'a> {
+    pub charge_point_id: &'a Arc<str>,
+    pub site_id: &'a Arc<str>,
+}
+
+impl AnomalyBook {
+    pub fn is_open(&self, kind: AnomalyKind, connector_id: Option<u32>) -> bool {
+        self.open
+            .iter()
+            .any(|a| a.kind == kind && a.connector_id == connector_id)
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Open anomalies affecting a connector (its own and the charger-wide ones).
+    pub fn open_for_connector(&self, connector_id: u32) -> usize {
+        self.open
+            .iter()
+            .filter(|a| a.connector_id.is_none() || a.connector_id == Some(connector_id))
+            .count()
+    }
+
+    /// Opens an anomaly unless one of that kind is already open there. Returns the id of the
+    /// anomaly that was opened.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        &mut self,
+        subject: &Subject,
+        kind: AnomalyKind,
+        connector_id: Option<u32>,
+        at: Millis,
+        severity: Severity,
+        details: Value,
+        out: &mut Vec<Output>,
+    ) -> Option<String> {
+        if self.is_open(kind, connector_id) {
+            return None;
+        }
+        let conn = connector_id.map_or(String::new(), |c| c.to_string());
+        let id = stable_id(&[
+            kind.as_str(),
+            subject.charge_point_id,
+            &conn,
+            &at.to_string(),
+        ]);
+        self.open.push(OpenAnomaly {
+            kind,
+            connector_id,
+            id: id.clone(),
+            since: at,
+        });
+        out.push(Output::Anomaly(AnomalyRecord {
+            id: id.clone(),
+            kind,
+            state: AnomalyState::Open,
+            charge_point_id: subject.charge_point_id.clone(),
+            site_id: subject.site_id.clone(),
+            connector_id,
+            event_time: at,
+            severity,
+            details,
+        }));
+        Some(id)
+    }
+
+    /// Resolves the open anomaly of `kind` at `connector_id`, if there is one.
+    pub fn resolve(
+        &mut self,
+        subject: &Subject,
+        kind: AnomalyKind,
+        connector_id: Option<u32>,
+        at: Millis,
+        details: Value,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(i) = self
+            .open
+            .iter()
+            .position(|a| a.kind == kind && a.connector_id == connector_id)
+        else {
+            return false;
+        };
+        let a = self.open.swap_remove(i);
+        let mut details = details;
+        if let Value::Object(m) = &mut details {
+            m.insert("duration_s".into(), json!((at - a.since).max(0) / 1000));
+        }
+        out.push(Output::Anomaly(AnomalyRecord {
+            id: a.id,
+            kind,
+            state: AnomalyState::Resolved,
+            charge_point_id: subject.charge_point_id.clone(),
+            site_id: subject.site_id.clone(),
+            connector_id,
+            event_time: at.max(a.since),
+            severity: Severity::Info,
+            details,
+        }));
+        true
+    }
+}
+
+/// A "confirm after N consecutive samples" gate, used for voltage and temperature.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Debounce {
+    bad_run: u32,
+    bad_since: Millis,
+    good_run: u32,
+    good_since: Millis,
+}
+
+pub enum Transition {
+    /// The condition has held for enough samples, since the given time.
+    Opened(Millis),
+    /// The condition has been clear for enough samples, since the given time.
+    Cleared(Millis),
+    None,
+}
+
+impl Debounce {
+    pub fn observe(&mut self, bad: bool, at: Millis, confirm: u32, is_open: bool) -> Transition {
+        if bad {
+            if self.bad_run == 0 {
+                self.bad_since = at;
+            }
+            self.bad_run += 1;
+            self.good_run = 0;
+            if !is_open && self.bad_run >= confirm {
+                return Transition::Opened(self.bad_since);
+            }
+        } else {
+            if self.good_run == 0 {
+                self.good_since = at;
+            }
+            self.good_run += 1;
+            self.bad_run = 0;
+            if is_open && self.good_run >= confirm {
+                return Transition::Cleared(self.good_since);
+            }
+        }
+        Transition::None
+    }
+}
+
+/// Per-connector detector state for the sample-driven detectors.
+#[derive(Debug, Default, Clone)]
+pub struct SampleDetectors {
+    voltage: Debounce,
+    temperature: Debounce,
+    last_register: Option<(Millis, f64)>,
+}
+
+/// The verdict on one energy register reading against the previous one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RegisterCheck {
+    First,
+    /// Plausible increase, Wh.
+    Ok(f64),
+    Backwards(f64),
+    Jump(f64),
+}
+
+/// The most energy a charger of `max_power_w` can plausibly deliver in `dt_ms`, Wh: rated
+/// power with 50 % headroom, plus 1 kWh for rounding and meter granularity.
+pub fn max_plausible_wh(max_power_w: f64, dt_ms: Millis) -> f64 {
+    max_power_w * 1.5 * (dt_ms.max(0) as f64) / 3_600_000.0 + 1000.0
+}
+
+pub fn check_register(
+    prev: Option<(Millis, f64)>,
+    at: Millis,
+    wh: f64,
+    max_power_w: f64,
+) -> RegisterCheck {
+    match prev {
+        None => RegisterCheck::First,
+        Some((t0, w0)) => {
+            let d = wh - w0;
+            if d < -1.0 {
+                RegisterCheck::Backwards(d)
+            } else if d > max_plausible_wh(max_power_w, at - t0) {
+                RegisterCheck::Jump(d)
+            } else {
+                RegisterCheck::Ok(d.max(0.0))
+            }
+        }
+    }
+}
+
+impl SampleDetectors {
+    /// Runs the voltage, temperature and meter detectors over one sample. Returns the register
+    /// verdict so the session can decide which increments to count.
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe(
+        &mut self,
+        cfg: &AnomalyConfig,
+        book: &mut AnomalyBook,
+        subject: &Subject,
+        connector_id: u32,
+        at: Millis,
+        s: &MeterSample,
+        max_power_w: f64,
+        out: &mut Vec<Output>,
+    ) -> Option<RegisterCheck> {
+        let conn = Some(connector_id);
+        let lo = cfg.nominal_voltage_v * (1.0 - cfg.voltage_band_pct / 100.0);
+        let hi = cfg.nominal_voltage_v * (1.0 + cfg.voltage_band_pct / 100.0);
+        // The phase furthest from nominal decides.
+        let worst = s
+            .voltage_v
+            .iter()
+            .flatten()
+            .map(|v| *v as f64)
+            .max_by(|a, b| {
+                (a - cfg.nominal_voltage_v)
+                    .abs()
+                    .total_cmp(&(b - cfg.nominal_voltage_v).abs())
+            });
+        if let Some(worst) = worst {
+            let bad = worst < lo || worst > hi;
+            let open = book.is_open(AnomalyKind::PowerSupply, conn);
+            match self.voltage.observe(bad, at, cfg.confirm_samples, open) {
+                Transition::Opened(since) => {
+                    book.open(
+                        subject,
+                        AnomalyKind::PowerSupply,
+                        conn,
+                        since,
+                        Severity::Critical,
+                        json!({"voltage_v": worst, "band_v": [lo, hi], "cause": if worst < lo {"under_voltage"} else {"over_voltage"}}),
+                        out,
+                    );
+                }
+                Transition::Cleared(since) => {
+                    book.resolve(
+                        subject,
+                        AnomalyKind::PowerSupply,
+                        conn,
+                        since,
+                        json!({"voltage_v": worst}),
+                        out,
+                    );
+                }
+                Transition::None => {}
+            }
+        }
+        if let Some(t) = s.temperature_c {
+            let t = t as f64;
+            let open = book.is_open(AnomalyKind::OverTemperature, conn);
+            match self
+                .temperature
+                .observe(t > cfg.max_temperature_c, at, cfg.confirm_samples, open)
+            {
+                Transition::Opened(since) => {
+                    book.open(
+                        subject,
+                        AnomalyKind::OverTemperature,
+                        conn,
+                        since,
+                        Severity::Warning,
+                        json!({"temperature_c": t, "max_c": cfg.max_temperature_c}),
+                        out,
+                    );
+                }
+                Transition::Cleared(since) => {
+                    book.resolve(
+                        subject,
+                        AnomalyKind::OverTemperature,
+                        conn,
+                        since,
+                        json!({"temperature_c": t}),
+                        out,
+                    );
+                }
+                Transition::None => {}
+            }
+        }
+        let wh = s.energy_wh?;
+        let check = check_register(self.last_register, at, wh, max_power_w);
+        self.last_register = Some((at, wh));
+        match check {
+            RegisterCheck::Backwards(d) | RegisterCheck::Jump(d) => {
+                let cause = if d < 0.0 {
+                    "register_backwards"
+                } else {
+                    "register_jump"
+                };
+                book.open(
+                    subject,
+                    AnomalyKind::MeterError,
+                    conn,
+                    at,
+                    Severity::Warning,
+                    json!({"cause": cause, "delta_wh": d, "register_wh": wh}),
+                    out,
+                );
+            }
+            RegisterCheck::Ok(_) | RegisterCheck::First => {
+                book.resolve(
+                    subject,
+                    AnomalyKind::MeterError,
+                    conn,
+                    at,
+                    json!({"register_wh": wh}),
+                    out,
+                );
+            }
+        }
+        Some(check)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debounce_needs_consecutive_samples() {
+        let mut d = Debounce::default();
+        assert!(matches!(d.observe(true, 1, 2, false), Transition::None));
+        assert!(matches!(d.observe(false, 2, 2, false), Transition::None));
+        assert!(matches!(d.observe(true, 3, 2, false), Transition::None));
+        assert!(matches!(
+            d.observe(true, 4, 2, false),
+            Transition::Opened(3)
+        ));
+        assert!(matches!(d.observe(false, 5, 2, true), Transition::None));
+        assert!(matches!(
+            d.observe(false, 6, 2, true),
+            Transition::Cleared(5)
+        ));
+    }
+
+    #[test]
+    fn register_checks() {
+        assert_eq!(check_register(None, 0, 5.0, 1e4), RegisterCheck::First);
+        assert_eq!(
+            check_register(Some((0, 100.0)), 60_000, 200.0, 1e4),
+            RegisterCheck::Ok(100.0)
+        );
+        assert!(matches!(
+            check_register(Some((0, 100.0)), 60_000, 50.0, 1e4),
+            RegisterCheck::Backwards(_)
+        ));
+        // 11 kW for one minute is ~183 Wh; 1 MWh in a minute is impossible
+        assert!(matches!(
+            check_register(Some((0, 100.0)), 60_000, 1e6, 11_000.0),
+            RegisterCheck::Jump(_)
+        ));
+    }
+
+    #[test]
+    fn book_opens_once_and_resolves_with_the_same_id() {
+        let cp: Arc<str> = "CP".into();
+        let site: Arc<str> = "S".into();
+        let subject = Subject {
+            charge_point_id: &cp,
+            site_id: &site,
+        };
+        let mut book = AnomalyBook::default();
+        let mut out = vec![];
+        let id = book.open(
+            &subject,
+            AnomalyKind::ConnectorFaulted,
+            Some(1),
+            10,
+            Severity::Critical,
+            json!({}),
+            &mut out,
+        );
+        assert!(id.is_some());
+        assert!(book
+            .open(
+                &subject,
+                AnomalyKind::ConnectorFaulted,
+                Some(1),
+                20,
+                Severity::Critical,
+                json!({}),
+                &mut out
+            )
+            .is_none());
+        assert!(book.resolve(
+            &subject,
+            AnomalyKind::ConnectorFaulted,
+            Some(1),
+            30_000,
+            json!({}),
+            &mut out
+        ));
+        assert!(!book.resolve(
+            &subject,
+            AnomalyKind::ConnectorFaulted,
+            Some(1),
+            40_000,
+            json!({}),
+            &mut out
+        ));
+        assert_eq!(out.len(), 2);
+        let (Output::Anomaly(a), Output::Anomaly(b)) = (&out[0], &out[1]) else {
+            panic!()
+        };
+        assert_eq!(a.id, b.id);
+        assert_eq!(
+            (a.state, b.state),
+            (AnomalyState::Open, AnomalyState::Resolved)
+        );
+        assert_eq!(b.details["duration_s"], 29);
+    }
+}

@@ -1,0 +1,816 @@
+//! Per-charger processing: one state per charge point, events applied in event-time order.
+//!
+//! Owns: the per-charger state and the order in which the stages see an event. Event time
+//! moves forward per charger; timers (heartbeat silence, stuck sessions, health window ends,
+//! maintenance notices) fire at their exact event time, before any later event is applied, so
+//! the outcome does not depend on how events were batched.
+//!
+//! Two entry points: [`ChargerStages::on_arrival`] (in arrival order: CALLRESULTs, which carry
+//! the backend's transaction id and heartbeat interval, are correlated with their CALL by
+//! message id as soon as they arrive) and [`ChargerStages::process`] (in event-time order,
+//! once the watermark has passed the event).
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde_json::json;
+
+use super::anomalies::{AnomalyBook, SampleDetectors, Subject};
+use super::health::{ChargerHealth, Conditions};
+use super::notifications::{notify, RecentUsers, OPERATOR, PUBLIC};
+use super::sessions::OpenSession;
+use super::{Reference, StageConfig, StationRef};
+use crate::config::MaintenanceWindow;
+use crate::model::{
+    AnomalyKind, Audience, ConnectorStatus, ErrorCode, Event, EventKind, MessageId, Millis,
+    NotificationKind, Output, SessionRecord, Severity, TransactionId,
+};
+use crate::tariff::price_session;
+use crate::time::{format_rfc3339, window_start};
+
+#[derive(Debug, Default)]
+struct ConnectorState {
+    id: u32,
+    status: Option<ConnectorStatus>,
+    session: Option<OpenSession>,
+    detectors: SampleDetectors,
+    /// Since when an open, Charging session has delivered no power.
+    no_power_since: Option<Millis>,
+    last_available_notice: Option<Millis>,
+    /// power_supply / over_temperature opened by an error code (resolved by a NoError status).
+    code_power: bool,
+    code_temperature: bool,
+}
+
+#[derive(Debug)]
+struct ChargerState {
+    id: Arc<str>,
+    station: StationRef,
+    maintenance: Vec<MaintenanceWindow>,
+    maintenance_notified: Vec<bool>,
+    now: Millis,
+    last_seen: Millis,
+    heartbeat_interval: Millis,
+    pending_boot: Option<MessageId>,
+    /// Transaction ids from CALLRESULTs whose StartTransaction has not been processed yet.
+    tx_by_message: Vec<(MessageId, i64)>,
+    charger_status: ConnectorStatus,
+    connectors: Vec<ConnectorState>,
+    book: AnomalyBook,
+    health: ChargerHealth,
+    recent: RecentUsers,
+}
+
+/// Counters the dataflow turns into metrics.
+#[derive(Debug, Default, Clone)]
+pub struct StageStats {
+    /// StopTransactions for a transaction evflow never saw start.
+    pub orphan_stops: u64,
+}
+
+pub struct ChargerStages {
+    cfg: Arc<StageConfig>,
+    reference: Arc<Reference>,
+    chargers: FxHashMap<Arc<str>, ChargerState>,
+    pub stats: StageStats,
+    operator: Arc<str>,
+    public: Arc<str>,
+}
+
+fn connector<'a>(list: &'a mut Vec<ConnectorState>, id: u32) -> &'a mut ConnectorState {
+    let i = match list.binary_search_by_key(&id, |c| c.id) {
+        Ok(i) => i,
+        Err(i) => {
+            list.insert(
+                i,
+                ConnectorState {
+                    id,
+                    ..Default::default()
+                },
+            );
+            i
+        }
+    };
+    &mut list[i]
+}
+
+fn in_maintenance(windows: &[MaintenanceWindow], t: Millis) -> bool {
+    windows.iter().any(|m| m.start.0 <= t && t < m.end.0)
+}
+
+/// The next timer of a charger.
+enum Timer {
+    HealthWindow(Millis),
+    CommunicationLost(Millis),
+    Stuck(Millis, u32),
+    MaintenanceNotice(Millis, usize),
+}
+
+impl Timer {
+    fn at(&self) -> Millis {
+        match *self {
+            Timer::HealthWindow(t)
+            | Timer::CommunicationLost(t)
+            | Timer::Stuck(t, _)
+            | Timer::MaintenanceNotice(t, _) => t,
+        }
+    }
+}
+
+impl ChargerStages {
+    pub fn new(cfg: Arc<StageConfig>, reference: Arc<Reference>) -> Self {
+        ChargerStages {
+            cfg,
+            reference,
+            chargers: FxHashMap::default(),
+            stats: StageStats::default(),
+            operator: Arc::from(OPERATOR),
+            public: Arc::from(PUBLIC),
+        }
+    }
+
+    pub fn chargers(&self) -> usize {
+        self.chargers.len()
+    }
+
+    fn state<'a>(
+        chargers: &'a mut FxHashMap<Arc<str>, ChargerState>,
+        cfg: &StageConfig,
+        reference: &Reference,
+        id: &Arc<str>,
+        first_seen: Millis,
+    ) -> &'a mut ChargerState {
+        chargers.entry(id.clone()).or_insert_with(|| {
+            let station = reference.station(id);
+            let maintenance = reference.maintenance_for(id, &station.site_id);
+            ChargerState {
+                id: id.clone(),
+                maintenance_notified: vec![false; maintenance.len()],
+                maintenance,
+                station,
+                now: first_seen,
+                last_seen: first_seen,
+                heartbeat_interval: cfg.anomalies.heartbeat_interval.0,
+                pending_boot: None,
+                tx_by_message: Vec::new(),
+                charger_status: ConnectorStatus::Available,
+                connectors: Vec::new(),
+                book: AnomalyBook::default(),
+                health: ChargerHealth::new(window_start(first_seen, cfg.health_window)),
+                recent: RecentUsers::default(),
+            }
+        })
+    }
+
+    /// Handles what must be handled in arrival order. Returns `true` if the event was fully
+    /// consumed here (CALLRESULTs), `false` if it must also be processed in event-time order.
+    pub fn on_arrival(&mut self, ev: &Event) -> bool {
+        let EventKind::CallResult {
+            message_id,
+            transaction_id,
+            heartbeat_interval_s,
+        } = &ev.kind
+        else {
+            return false;
+        };
+        let st = Self::state(
+            &mut self.chargers,
+            &self.cfg,
+            &self.reference,
+            &ev.charge_point_id,
+            ev.event_time,
+        );
+        if let Some(tx) = transaction_id {
+            let pending = st
+                .connectors
+                .iter_mut()
+                .filter_map(|c| c.session.as_mut())
+                .find(|s| s.message_id == *message_id && s.transaction_id.is_none());
+            match pending {
+                Some(s) => s.transaction_id = Some(TransactionId::Int(*tx)),
+                None => {
+                    // Bounded: a charger has few StartTransactions in flight.
+                    if st.tx_by_message.len() >= 16 {
+                        st.tx_by_message.remove(0);
+                    }
+                    st.tx_by_message.push((*message_id, *tx));
+                }
+            }
+        }
+        if let (Some(secs), Some(boot)) = (heartbeat_interval_s, st.pending_boot) {
+            if boot == *message_id && *secs > 0 {
+                st.heartbeat_interval = *secs as Millis * 1000;
+                st.pending_boot = None;
+            }
+        }
+        true
+    }
+
+    /// Fires every charger's timers up to `now` (the watermark).
+    pub fn advance_all(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let (cfg, operator) = (&*self.cfg, &self.operator);
+        let mut ids: Vec<&Arc<str>> = self.chargers.keys().collect();
+        // Deterministic output order whatever the hash map's order.
+        ids.sort_unstable();
+        let ids: Vec<Arc<str>> = ids.into_iter().cloned().collect();
+        for id in ids {
+            if let Some(st) = self.chargers.get_mut(&id) {
+                advance(st, cfg, operator, now, out);
+            }
+        }
+    }
+
+    /// Applies one event (in event-time order).
+    pub fn process(&mut self, ev: &Event, out: &mut Vec<Output>) {
+        let cfg = &*self.cfg;
+        let reference = &*self.reference;
+        let st = Self::state(
+            &mut self.chargers,
+            cfg,
+            reference,
+            &ev.charge_point_id,
+            ev.event_time,
+        );
+        advance(st, cfg, &self.operator, ev.event_time, out);
+        // A late event is applied as of the charger's current time.
+        let t = ev.event_time.max(st.now);
+        let subject = Subject {
+            charge_point_id: &st.id,
+            site_id: &st.station.site_id,
+        };
+
+        if st.book.is_open(AnomalyKind::CommunicationLost, None) {
+            st.book.resolve(
+                &subject,
+                AnomalyKind::CommunicationLost,
+                None,
+                t,
+                json!({}),
+                out,
+            );
+        }
+        if !matches!(
+            ev.kind,
+            EventKind::CallResult { .. } | EventKind::CallError { .. }
+        ) {
+            st.last_seen = st.last_seen.max(t);
+            st.health.message_seen(t, st.heartbeat_interval);
+        }
+
+        match &ev.kind {
+            EventKind::Boot { message_id, .. } => st.pending_boot = Some(*message_id),
+            EventKind::Heartbeat | EventKind::Authorize { .. } | EventKind::CallResult { .. } => {}
+            EventKind::CallError { .. } => st.health.charger_error(),
+            EventKind::Status {
+                connector_id,
+                status,
+                error_code,
+                vendor_detail,
+            } => {
+                let c = *connector_id;
+                let conn_key = (c > 0).then_some(c);
+                if *error_code != ErrorCode::NoError {
+                    if c == 0 {
+                        st.health.charger_error();
+                    } else {
+                        st.health.connector(c).error_reported();
+                    }
+                }
+                let cs = connector(&mut st.connectors, c);
+                // Error codes that name a supply or temperature problem open those anomalies.
+                match error_code.as_str() {
+                    "UnderVoltage" | "OverVoltage" => {
+                        if st
+                            .book
+                            .open(
+                                &subject,
+                                AnomalyKind::PowerSupply,
+                                conn_key,
+                                t,
+                                Severity::Critical,
+                                json!({"error_code": error_code.as_str()}),
+                                out,
+                            )
+                            .is_some()
+                        {
+                            cs.code_power = true;
+                        }
+                    }
+                    "HighTemperature" => {
+                        if st
+                            .book
+                            .open(
+                                &subject,
+                                AnomalyKind::OverTemperature,
+                                conn_key,
+                                t,
+                                Severity::Warning,
+                                json!({"error_code": "HighTemperature"}),
+                                out,
+                            )
+                            .is_some()
+                        {
+                            cs.code_temperature = true;
+                        }
+                    }
+                    "NoError" => {
+                        if std::mem::take(&mut cs.code_power) {
+                            st.book.resolve(
+                                &subject,
+                                AnomalyKind::PowerSupply,
+                                conn_key,
+                                t,
+                                json!({}),
+                                out,
+                            );
+                        }
+                        if std::mem::take(&mut cs.code_temperature) {
+                            st.book.resolve(
+                                &subject,
+                                AnomalyKind::OverTemperature,
+                                conn_key,
+                                t,
+                                json!({}),
+                                out,
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+                if *status == ConnectorStatus::Faulted {
+                    st.book.open(
+                        &subject,
+                        AnomalyKind::ConnectorFaulted,
+                        conn_key,
+                        t,
+                        Severity::Critical,
+                        json!({"error_code": error_code.as_str(), "vendor_detail": vendor_detail.as_deref()}),
+                        out,
+                    );
+                } else {
+                    st.book.resolve(
+                        &subject,
+                        AnomalyKind::ConnectorFaulted,
+                        conn_key,
+                        t,
+                        json!({"status": status.as_str()}),
+                        out,
+                    );
+                }
+                let prev = cs.status.replace(*status);
+                let was_down = prev.is_some_and(|p| !p.is_operative());
+                if !status.is_operative() && !was_down && !in_maintenance(&st.maintenance, t) {
+                    let facts = json!({"status": status.as_str(), "error_code": error_code.as_str(), "vendor_detail": vendor_detail.as_deref()});
+                    notify(
+                        NotificationKind::StationOutOfOrder,
+                        Audience::Operator,
+                        &self.operator,
+                        &st.id,
+                        &st.station.site_id,
+                        conn_key,
+                        t,
+                        facts.clone(),
+                        out,
+                    );
+                    if let Some(s) = &cs.session {
+                        notify(
+                            NotificationKind::StationOutOfOrder,
+                            Audience::Driver,
+                            &s.id_tag,
+                            &st.id,
+                            &st.station.site_id,
+                            conn_key,
+                            t,
+                            facts,
+                            out,
+                        );
+                    }
+                }
+                if c == 0 {
+                    st.charger_status = *status;
+                } else {
+                    st.health.connector(c).status = *status;
+                    if *status == ConnectorStatus::Available
+                        && prev.is_some_and(|p| p != ConnectorStatus::Available)
+                        && cs.last_available_notice.is_none_or(|n| {
+                            t - n >= self.cfg.notifications.available_min_interval.0
+                        })
+                    {
+                        cs.last_available_notice = Some(t);
+                        notify(
+                            NotificationKind::StationAvailable,
+                            Audience::Driver,
+                            &self.public,
+                            &st.id,
+                            &st.station.site_id,
+                            Some(c),
+                            t,
+                            json!({"status": "Available"}),
+                            out,
+                        );
+                    }
+                }
+                if *status != ConnectorStatus::Charging {
+                    cs.no_power_since = None;
+                    st.book.resolve(
+                        &subject,
+                        AnomalyKind::StuckSession,
+                        conn_key,
+                        t,
+                        json!({"status": status.as_str()}),
+                        out,
+                    );
+                }
+            }
+            EventKind::Meter {
+                connector_id,
+                transaction_id,
+                sample,
+            } => {
+                let c = *connector_id;
+                st.health.connector(c);
+                let max_power = st.station.max_power_w;
+                let cs = connector(&mut st.connectors, c);
+                let check = cs.detectors.observe(
+                    &cfg.anomalies,
+                    &mut st.book,
+                    &subject,
+                    c,
+                    t,
+                    sample,
+                    max_power,
+                    out,
+                );
+                let session = cs.session.as_mut().filter(|s| {
+                    transaction_id.is_none()
+                        || s.transaction_id.is_none()
+                        || s.transaction_id == *transaction_id
+                });
+                if let Some(s) = session {
+                    if let Some(wh) = sample.energy_wh {
+                        s.observe_register(t, wh, max_power);
+                    }
+                    if let Some(p) = sample.power_w {
+                        s.peak_power_w = s.peak_power_w.max(p);
+                    }
+                    if let Some(soc) = sample.soc_pct {
+                        s.observe_soc(t, soc);
+                    }
+                    // charging_almost_complete, once per session
+                    if !s.almost_complete_sent {
+                        let n = &cfg.notifications;
+                        let eta = s.eta_minutes();
+                        let by_soc = sample
+                            .soc_pct
+                            .is_some_and(|soc| soc as f64 >= n.almost_complete_soc_pct)
+                            || eta.is_some_and(|m| m * 60_000.0 <= n.almost_complete_eta.0 as f64);
+                        let by_taper = sample.soc_pct.is_none()
+                            && s.peak_power_w >= 1000.0
+                            && sample.power_w.is_some_and(|p| {
+                                p >= cfg.anomalies.idle_power_w && p < 0.4 * s.peak_power_w
+                            });
+                        if by_soc || by_taper {
+                            s.almost_complete_sent = true;
+                            let facts = json!({
+                                "soc_pct": sample.soc_pct,
+                                "eta_minutes": eta.map(|m| m.round()),
+                                "power_w": sample.power_w,
+                                "energy_wh": s.sample_energy_wh.round(),
+                                "basis": if by_soc { "soc" } else { "power_taper" },
+                            });
+                            notify(
+                                NotificationKind::ChargingAlmostComplete,
+                                Audience::Driver,
+                                &s.id_tag.clone(),
+                                &st.id,
+                                &st.station.site_id,
+                                Some(c),
+                                t,
+                                facts,
+                                out,
+                            );
+                        }
+                    }
+                    // stuck_session bookkeeping: the timer fires in `advance`
+                    if cs.status == Some(ConnectorStatus::Charging) {
+                        let delivering = match sample.power_w {
+                            Some(p) => p >= cfg.anomalies.idle_power_w,
+                            None => {
+                                matches!(check, Some(super::anomalies::RegisterCheck::Ok(d)) if d >= 1.0)
+                            }
+                        };
+                        if delivering {
+                            cs.no_power_since = None;
+                            st.book.resolve(
+                                &subject,
+                                AnomalyKind::StuckSession,
+                                Some(c),
+                                t,
+                                json!({"power_w": sample.power_w}),
+                                out,
+                            );
+                        } else if cs.no_power_since.is_none() {
+                            cs.no_power_since = Some(t);
+                        }
+                    }
+                }
+            }
+            EventKind::TransactionStart {
+                message_id,
+                connector_id,
+                id_tag,
+                meter_start_wh,
+            } => {
+                let c = *connector_id;
+                st.health.connector(c);
+                st.recent.record(t, id_tag);
+                let tx = st
+                    .tx_by_message
+                    .iter()
+                    .position(|(m, _)| m == message_id)
+                    .map(|i| st.tx_by_message.remove(i).1);
+                let cs = connector(&mut st.connectors, c);
+                let mut s = OpenSession::new(*message_id, id_tag.clone(), t, *meter_start_wh);
+                s.transaction_id = tx.map(TransactionId::Int);
+                if let Some(old) = cs.session.replace(s) {
+                    // A new transaction on a busy connector ends the old one where it stood.
+                    let stop = old.meter_start_wh + old.sample_energy_wh.round() as i64;
+                    close_session(
+                        st,
+                        cfg,
+                        reference,
+                        c,
+                        old,
+                        t,
+                        stop,
+                        &Arc::from("Superseded"),
+                        ev,
+                        out,
+                    );
+                }
+            }
+            EventKind::TransactionStop {
+                transaction_id,
+                meter_stop_wh,
+                reason,
+                ..
+            } => {
+                let found = st
+                    .connectors
+                    .iter()
+                    .position(|c| {
+                        c.session
+                            .as_ref()
+                            .is_some_and(|s| s.transaction_id.as_ref() == Some(transaction_id))
+                    })
+                    .or_else(|| {
+                        // The CALLRESULT with the id never arrived: a lone unidentified session.
+                        let open: Vec<usize> = st
+                            .connectors
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| {
+                                c.session
+                                    .as_ref()
+                                    .is_some_and(|s| s.transaction_id.is_none())
+                            })
+                            .map(|(i, _)| i)
+                            .collect();
+                        (open.len() == 1).then(|| open[0])
+                    });
+                match found {
+                    Some(i) => {
+                        let c = st.connectors[i].id;
+                        if let Some(mut s) = st.connectors[i].session.take() {
+                            s.transaction_id
+                                .get_or_insert_with(|| transaction_id.clone());
+                            st.connectors[i].no_power_since = None;
+                            close_session(
+                                st,
+                                cfg,
+                                reference,
+                                c,
+                                s,
+                                t,
+                                *meter_stop_wh,
+                                reason,
+                                ev,
+                                out,
+                            );
+                        }
+                    }
+                    None => self.stats.orphan_stops += 1,
+                }
+            }
+        }
+        st.now = st.now.max(t);
+    }
+}
+
+/// Ends a session: energy, price, the session record, health and anomaly bookkeeping.
+#[allow(clippy::too_many_arguments)]
+fn close_session(
+    st: &mut ChargerState,
+    _cfg: &StageConfig,
+    reference: &Reference,
+    c: u32,
+    mut s: OpenSession,
+    end: Millis,
+    meter_stop_wh: i64,
+    reason: &Arc<str>,
+    ev: &Event,
+    out: &mut Vec<Output>,
+) {
+    let (energy_wh, energy_source) = s.final_energy(end, meter_stop_wh, st.station.max_power_w);
+    let tariff = &st.station.tariff;
+    let price = price_session(tariff, energy_wh);
+    st.health.connector(c).session_ended(energy_wh, reason);
+    let subject = Subject {
+        charge_point_id: &st.id,
+        site_id: &st.station.site_id,
+    };
+    st.book.resolve(
+        &subject,
+        AnomalyKind::StuckSession,
+        Some(c),
+        end,
+        json!({"stopped": reason.as_ref()}),
+        out,
+    );
+    out.push(Output::Session(SessionRecord {
+        charge_point_id: st.id.clone(),
+        connector_id: c,
+        site_id: st.station.site_id.clone(),
+        transaction_id: s.transaction_id.as_ref().map_or_else(
+            || format!("unconfirmed-{}", s.message_id.0),
+            |t| t.to_string(),
+        ),
+        payment_method: reference.payment_method(&s.id_tag),
+        id_tag: s.id_tag,
+        start_time: s.start_time,
+        end_time: end,
+        energy_wh,
+        energy_source,
+        stop_reason: reason.clone(),
+        tariff_id: tariff.id.clone(),
+        currency: tariff.currency.clone(),
+        total_excl_vat: price.total_excl_vat,
+        vat: price.vat,
+        total_incl_vat: price.total_incl_vat,
+        late: ev.event_time < st.now,
+    }));
+}
+
+/// Fires a charger's timers due at or before `now`, in time order.
+fn advance(
+    st: &mut ChargerState,
+    cfg: &StageConfig,
+    operator: &Arc<str>,
+    now: Millis,
+    out: &mut Vec<Output>,
+) {
+    loop {
+        let mut next = Timer::HealthWindow(st.health.window_start + cfg.health_window);
+        let mut consider = |t: Timer| {
+            if t.at() < next.at() {
+                next = t;
+            }
+        };
+        if !st.book.is_open(AnomalyKind::CommunicationLost, None) {
+            let span = (st.heartbeat_interval as f64 * cfg.anomalies.missed_heartbeats) as Millis;
+            consider(Timer::CommunicationLost(st.last_seen + span));
+        }
+        for c in &st.connectors {
+            if let Some(since) = c.no_power_since {
+                if !st.book.is_open(AnomalyKind::StuckSession, Some(c.id)) {
+                    consider(Timer::Stuck(since + cfg.anomalies.stuck_after.0, c.id));
+                }
+            }
+        }
+        for (i, m) in st.maintenance.iter().enumerate() {
+            if !st.maintenance_notified[i] {
+                consider(Timer::MaintenanceNotice(
+                    m.start.0 - cfg.notifications.maintenance_lead.0,
+                    i,
+                ));
+            }
+        }
+        let at = next.at();
+        if at > now {
+            break;
+        }
+        accumulate_health(st, at);
+        let subject = Subject {
+            charge_point_id: &st.id,
+            site_id: &st.station.site_id,
+        };
+        match next {
+            Timer::HealthWindow(end) => {
+                let mut rows = Vec::new();
+                let open = st.book.open_count() as i64;
+                st.health.close_window(
+                    end,
+                    st.heartbeat_interval,
+                    &st.id,
+                    &st.station.site_id,
+                    open,
+                    &mut rows,
+                );
+                out.extend(rows.into_iter().map(Output::Health));
+            }
+            Timer::CommunicationLost(at) => {
+                let opened = st.book.open(
+                    &subject,
+                    AnomalyKind::CommunicationLost,
+                    None,
+                    at,
+                    Severity::Critical,
+                    json!({"last_message": format_rfc3339(st.last_seen), "heartbeat_interval_s": st.heartbeat_interval / 1000, "missed_heartbeats": cfg.anomalies.missed_heartbeats}),
+                    out,
+                );
+                if opened.is_some() && !in_maintenance(&st.maintenance, at) {
+                    notify(
+                        NotificationKind::StationOutOfOrder,
+                        Audience::Operator,
+                        operator,
+                        &st.id,
+                        &st.station.site_id,
+                        None,
+                        at,
+                        json!({"cause": "communication_lost", "last_message": format_rfc3339(st.last_seen)}),
+                        out,
+                    );
+                }
+            }
+            Timer::Stuck(at, c) => {
+                let cs = connector(&mut st.connectors, c);
+                let tx = cs
+                    .session
+                    .as_ref()
+                    .and_then(|s| s.transaction_id.as_ref())
+                    .map(|t| t.to_string());
+                st.book.open(
+                    &subject,
+                    AnomalyKind::StuckSession,
+                    Some(c),
+                    at,
+                    Severity::Warning,
+                    json!({"no_power_since": cs.no_power_since.map(format_rfc3339), "transaction_id": tx}),
+                    out,
+                );
+            }
+            Timer::MaintenanceNotice(at, i) => {
+                st.maintenance_notified[i] = true;
+                let m = &st.maintenance[i];
+                // Only a charger that exists before the notice is due gets one.
+                if at >= st.health.window_start - cfg.health_window {
+                    let facts = json!({"start": format_rfc3339(m.start.0), "end": format_rfc3339(m.end.0), "reason": m.reason});
+                    notify(
+                        NotificationKind::MaintenanceUpcoming,
+                        Audience::Operator,
+                        operator,
+                        &st.id,
+                        &st.station.site_id,
+                        None,
+                        at,
+                        facts.clone(),
+                        out,
+                    );
+                    let since = at - cfg.notifications.recent_users_within.0;
+                    for user in st.recent.between(since, at) {
+                        notify(
+                            NotificationKind::MaintenanceUpcoming,
+                            Audience::Driver,
+                            &user,
+                            &st.id,
+                            &st.station.site_id,
+                            None,
+                            at,
+                            facts.clone(),
+                            out,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    accumulate_health(st, now);
+    st.now = st.now.max(now);
+}
+
+fn accumulate_health(st: &mut ChargerState, to: Millis) {
+    let book = &st.book;
+    let open = |c: u32| {
+        if c == 0 {
+            book.open_count() - (0..0).count()
+        } else {
+            book.open_for_connector(c)
+        }
+    };
+    let conditions = Conditions {
+        online: !book.is_open(AnomalyKind::CommunicationLost, None),
+        charger_operative: st.charger_status.is_operative(),
+        open_anomalies: &open,
+    };
+    st.health.advance_to(to, &conditions);
+}
