@@ -149,7 +149,7 @@ pub struct SimulatorConfig {
     /// `faults` is on).
     #[serde(default = "defaults::fault_rate")]
     pub fault_rate: f64,
-    /// Where to write the ground-truth labels (JSONL), if anywhere.
+    /// Where to write the ground-truth labels (JSONL); default `<output.dir>/labels.jsonl`.
     #[serde(default)]
     pub labels: Option<PathBuf>,
     /// Heartbeat interval the simulated chargers use.
@@ -187,10 +187,14 @@ pub struct PipelineConfig {
     /// event-time order (the watermark trails the newest event time by this much).
     #[serde(default = "defaults::out_of_orderness")]
     pub out_of_orderness: Duration,
-    /// A charger timestamp further than this from the backend's receive time is not trusted:
+    /// A charger timestamp more than this ahead of the backend's receive time is not trusted:
     /// the receive time is used as event time instead (and the event counted).
     #[serde(default = "defaults::max_clock_skew")]
     pub max_clock_skew: Duration,
+    /// … and likewise one more than this behind it. Within it, a late delivery (a charger
+    /// that queued messages while offline) keeps the charger's own timestamp.
+    #[serde(default = "defaults::max_delivery_delay")]
+    pub max_delivery_delay: Duration,
     /// Lines per source chunk (the unit of decoding and of progress).
     #[serde(default = "defaults::chunk_lines")]
     pub chunk_lines: usize,
@@ -202,6 +206,7 @@ impl Default for PipelineConfig {
             workers: defaults::workers(),
             out_of_orderness: defaults::out_of_orderness(),
             max_clock_skew: defaults::max_clock_skew(),
+            max_delivery_delay: defaults::max_delivery_delay(),
             chunk_lines: defaults::chunk_lines(),
         }
     }
@@ -522,7 +527,10 @@ mod defaults {
         Duration(10_000)
     }
     pub fn max_clock_skew() -> Duration {
-        Duration(15 * 60_000)
+        Duration(5 * 60_000)
+    }
+    pub fn max_delivery_delay() -> Duration {
+        Duration(7 * 86_400_000)
     }
     pub fn chunk_lines() -> usize {
         4096

@@ -36,6 +36,7 @@ use crate::progress::Progress;
 use crate::sinks::{OutputSinks, Summary};
 use crate::sources::file::FileSource;
 use crate::sources::simulator::{Fleet, SimulatorSource};
+use crate::sources::stdin::StdinSource;
 use crate::sources::{Chunk, Poll, Source, SourceError};
 use crate::stages::charger::ChargerStages;
 use crate::stages::revenue::RevenueWindows;
@@ -88,9 +89,12 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             let generated = fleet.registry();
             registry.stations.extend(generated.stations);
             registry.tokens.extend(generated.tokens);
-            if let Some(path) = &sim.labels {
-                write_labels(&fleet, path)?;
-            }
+            // Ground truth of the injected faults, beside the outputs unless placed elsewhere.
+            let labels = sim
+                .labels
+                .clone()
+                .unwrap_or_else(|| cfg.output.dir.join("labels.jsonl"));
+            write_labels(&fleet, &labels)?;
             Some(Arc::new(fleet))
         }
         SourceConfig::File { .. } => None,
@@ -147,6 +151,9 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         });
 
         let mut source: Box<dyn Source> = match (&cfg.source, &fleet) {
+            (SourceConfig::File { path }, _) if path.as_os_str() == "-" => {
+                Box::new(StdinSource::new(cfg.pipeline.chunk_lines, index))
+            }
             (SourceConfig::File { path }, _) => Box::new(
                 FileSource::open(path, cfg.pipeline.chunk_lines, index, peers)
                     .map_err(|e| e.to_string())?,
@@ -162,6 +169,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         };
         let mut decoder = Decoder::new(DecodeOptions {
             max_clock_skew: cfg.pipeline.max_clock_skew.0,
+            max_delivery_delay: cfg.pipeline.max_delivery_delay.0,
         });
         let mut progress = (index == 0).then(|| Progress::new(source.progress()));
         let mut chunk = Chunk::default();

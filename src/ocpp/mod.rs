@@ -109,7 +109,11 @@ impl DecodeStats {
 /// Decoding options that come from the dataflow configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeOptions {
+    /// How far a charger timestamp may be ahead of the receive time.
     pub max_clock_skew: Millis,
+    /// How far it may be behind (chargers queue messages while offline and deliver them
+    /// later: their own timestamps are then the right event times).
+    pub max_delivery_delay: Millis,
 }
 
 /// Decodes lines; one per worker (it holds the interner).
@@ -258,8 +262,14 @@ impl Decoder {
 
         let cp = self.interner.intern(cp);
         for p in partials.drain(..) {
+            let o = &self.options;
             let event_time = match p.event_time {
-                Some(t) if (t - receive_time).abs() <= self.options.max_clock_skew => t,
+                Some(t)
+                    if t <= receive_time + o.max_clock_skew
+                        && t >= receive_time - o.max_delivery_delay =>
+                {
+                    t
+                }
                 Some(_) => {
                     stats.clock_skew += 1;
                     receive_time
@@ -286,7 +296,8 @@ mod tests {
 
     fn decode(line: &str) -> (Vec<Event>, Vec<DeadLetter>, DecodeStats) {
         let mut d = Decoder::new(DecodeOptions {
-            max_clock_skew: 15 * 60_000,
+            max_clock_skew: 5 * 60_000,
+            max_delivery_delay: 7 * 86_400_000,
         });
         let (mut ev, mut dl, mut st) = (vec![], vec![], DecodeStats::default());
         d.decode_line(7, line.as_bytes(), &mut ev, &mut dl, &mut st);
@@ -456,6 +467,18 @@ mod tests {
         );
         assert!(ev.is_empty() && dl.is_empty());
         assert_eq!(st.ignored_by_action.get("DataTransfer"), Some(&1));
+    }
+
+    #[test]
+    fn delayed_delivery_keeps_the_charger_timestamp() {
+        let (ev, _, st) = decode(
+            r#"{"timestamp":"2026-01-05T12:00:00Z","charge_point_id":"CP","message":[2,"a","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Available","timestamp":"2026-01-05T08:00:00Z"}]}"#,
+        );
+        assert_eq!(
+            ev[0].event_time,
+            parse_rfc3339("2026-01-05T08:00:00Z").unwrap()
+        );
+        assert_eq!(st.clock_skew, 0);
     }
 
     #[test]

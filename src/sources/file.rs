@@ -3,8 +3,7 @@
 //! Owns: reading the file and cutting it into chunks of `chunk_lines` lines. Chunk `c` holds
 //! lines `c·L+1 ..= (c+1)·L` (1-based line numbers are the `seq`s); with N workers, worker `w`
 //! owns the chunks with `c mod N = w`. Every worker reads the whole file but keeps only its own
-//! chunks — splitting lines is cheap next to decoding them. Stdin can be read only once, so
-//! worker 0 owns every chunk of stdin.
+//! chunks — splitting lines is cheap next to decoding them. (Stdin is `stdin::StdinSource`.)
 //!
 //! Blank lines (and a trailing `\r`) are skipped: they carry no data.
 
@@ -29,38 +28,21 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Opens `path` (`-` for stdin) for worker `index` of `peers`.
+    /// Opens `path` for worker `index` of `peers`.
     pub fn open(
         path: &Path,
         chunk_lines: usize,
         index: usize,
         peers: usize,
     ) -> Result<FileSource, SourceError> {
-        let is_stdin = path.as_os_str() == "-";
         let io_err = |source| SourceError::Io {
             path: path.display().to_string(),
             source,
         };
-        let (reader, total_bytes, step, rem): (Option<Box<dyn BufRead>>, _, _, _) = if is_stdin {
-            let r: Option<Box<dyn BufRead>> = if index == 0 {
-                Some(Box::new(BufReader::with_capacity(
-                    1 << 20,
-                    std::io::stdin(),
-                )))
-            } else {
-                None
-            };
-            (r, None, 1, 0)
-        } else {
-            let f = File::open(path).map_err(io_err)?;
-            let len = f.metadata().map_err(io_err)?.len();
-            (
-                Some(Box::new(BufReader::with_capacity(1 << 20, f))),
-                Some(len),
-                peers as u64,
-                index as u64,
-            )
-        };
+        let f = File::open(path).map_err(io_err)?;
+        let len = f.metadata().map_err(io_err)?.len();
+        let reader: Option<Box<dyn BufRead>> = Some(Box::new(BufReader::with_capacity(1 << 20, f)));
+        let (total_bytes, step, rem) = (Some(len), peers as u64, index as u64);
         Ok(FileSource {
             reader,
             path: path.to_path_buf(),

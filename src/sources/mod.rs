@@ -11,6 +11,7 @@
 
 pub mod file;
 pub mod simulator;
+pub mod stdin;
 
 /// A batch of newline-separated envelope lines.
 #[derive(Debug, Default, Clone)]

@@ -1718,7 +1718,8 @@ fn sample(cur: &mut ConnCursor, plan: &ChargerPlan, s: &SessionPlan, t: Millis) 
     let rng = &mut cur.noise;
     let flowing = cur.charge.full_at.is_none() && t < s.halt;
     let power_w = if flowing {
-        power_at(&s.ev, cur.charge.soc) * rng.range(0.99, 1.01)
+        // Noise never takes the reading above the charger's rating.
+        (power_at(&s.ev, cur.charge.soc) * rng.range(0.99, 1.01)).min(plan.model.power_w)
     } else {
         0.0
     };

@@ -530,7 +530,8 @@ impl ChargerStages {
                     .position(|(m, _)| m == message_id)
                     .map(|i| st.tx_by_message.remove(i).1);
                 let cs = connector(&mut st.connectors, c);
-                let mut s = OpenSession::new(*message_id, id_tag.clone(), t, *meter_start_wh);
+                let mut s =
+                    OpenSession::new(*message_id, id_tag.clone(), ev.event_time, *meter_start_wh);
                 s.transaction_id = tx.map(TransactionId::Int);
                 if let Some(old) = cs.session.replace(s) {
                     // A new transaction on a busy connector ends the old one where it stood.
@@ -541,7 +542,7 @@ impl ChargerStages {
                         reference,
                         c,
                         old,
-                        t,
+                        ev.event_time,
                         stop,
                         &Arc::from("Superseded"),
                         ev,
@@ -585,13 +586,15 @@ impl ChargerStages {
                             s.transaction_id
                                 .get_or_insert_with(|| transaction_id.clone());
                             st.connectors[i].no_power_since = None;
+                            // Records keep the event's own time, even when it is late.
+                            let end = ev.event_time.max(s.start_time);
                             close_session(
                                 st,
                                 cfg,
                                 reference,
                                 c,
                                 s,
-                                t,
+                                end,
                                 *meter_stop_wh,
                                 reason,
                                 ev,
