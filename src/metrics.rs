@@ -141,6 +141,43 @@ impl Metrics {
             "Revenue including VAT of finished sessions (in currency units), by site and currency",
             m.revenue_incl_vat.clone(),
         );
+        // Series with known label values exist from the start (at 0), so dashboards and alert
+        // rules see them before the first occurrence.
+        let actions = [
+            "BootNotification",
+            "Heartbeat",
+            "StatusNotification",
+            "MeterValues",
+            "StartTransaction",
+            "StopTransaction",
+            "Authorize",
+            "CALLRESULT",
+            "CALLERROR",
+        ];
+        for a in actions {
+            m.events.get_or_create(&label("action", a));
+            m.late_events.get_or_create(&label("action", a));
+        }
+        for a in [
+            "DataTransfer",
+            "FirmwareStatusNotification",
+            "DiagnosticsStatusNotification",
+        ] {
+            m.events_ignored.get_or_create(&label("action", a));
+        }
+        for r in crate::model::DeadLetterReason::ALL {
+            m.decode_errors.get_or_create(&label("reason", r.as_str()));
+        }
+        for k in crate::model::AnomalyKind::ALL {
+            m.anomalies.get_or_create(&label("kind", k.as_str()));
+            m.anomalies_open.get_or_create(&label("kind", k.as_str()));
+        }
+        for k in crate::model::NotificationKind::ALL {
+            for a in ["driver", "operator"] {
+                m.notifications
+                    .get_or_create(&labels2("kind", k.as_str(), "audience", a));
+            }
+        }
         Metrics {
             registry: Arc::new(r),
             input_lines: m.input_lines,

@@ -1,0 +1,157 @@
+//! `/metrics` on a live run: evflow reads a stream on stdin, Prometheus text is served while
+//! it runs, with every documented metric name.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Every metric the README documents, as exposed.
+pub const DOCUMENTED: &[&str] = &[
+    "evflow_input_lines_total",
+    "evflow_events_total",
+    "evflow_events_ignored_total",
+    "evflow_decode_errors_total",
+    "evflow_dead_letters_total",
+    "evflow_late_events_total",
+    "evflow_clock_skew_events_total",
+    "evflow_orphan_stops_total",
+    "evflow_watermark_timestamp_seconds",
+    "evflow_watermark_lag_seconds",
+    "evflow_chargers",
+    "evflow_health_score",
+    "evflow_anomalies_open",
+    "evflow_anomalies_total",
+    "evflow_notifications_total",
+    "evflow_sessions_total",
+    "evflow_session_energy_watt_hours_total",
+    "evflow_revenue_excl_vat_total",
+    "evflow_revenue_incl_vat_total",
+];
+
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_are_served_live_with_documented_names() {
+    let _g = serial();
+    let dir = tmp_dir("metrics-live");
+    let traffic = dir.join("traffic.jsonl");
+    run_ok(&[
+        "simulate",
+        "--chargers",
+        "20",
+        "--hours",
+        "6",
+        "--out",
+        traffic.to_str().unwrap(),
+        "--registry",
+        dir.join("registry.json").to_str().unwrap(),
+    ]);
+    let dataflow = file_dataflow(&dir, &traffic, Some(&dir.join("registry.json")), "");
+    let mut child = evflow()
+        .args([
+            "run",
+            dataflow.to_str().unwrap(),
+            "--input",
+            "-",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn evflow");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = l.split("http://").nth(1) {
+                let _ = tx.send(rest.trim_end_matches("/metrics").to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("evflow logs its metrics address");
+    assert!(addr.starts_with("127.0.0.1:"), "binds to loopback: {addr}");
+
+    // Feed the first half, keep stdin open: evflow must process it while waiting for more.
+    let text = std::fs::read_to_string(&traffic).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let half = lines.len() / 2;
+    let mut stdin = child.stdin.take().unwrap();
+    for l in &lines[..half] {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    writeln!(stdin, "not json at all").unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let body = scrape(&addr);
+        if value(&body, "evflow_input_lines_total").is_some_and(|v| v as usize > half) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "input not processed while the stream is open:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for name in DOCUMENTED {
+        let base = name.trim_end_matches("_total");
+        assert!(
+            body.contains(&format!("# TYPE {base} ")),
+            "{name} is not exposed:\n{body}"
+        );
+    }
+    assert_eq!(
+        value(&body, "evflow_decode_errors_total{reason=\"invalid_json\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(value(&body, "evflow_events_total{action=\"MeterValues\"}").is_some_and(|v| v > 0.0));
+    assert!(
+        value(&body, "evflow_watermark_timestamp_seconds").is_some_and(|v| v > 1.7e9),
+        "{body}"
+    );
+
+    for l in &lines[half..] {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    drop(stdin);
+    let status = child.wait().expect("evflow exits");
+    assert!(status.success());
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(out.contains("evflow run complete"), "{out}");
+    assert_eq!(read_jsonl(&dir.join("out/dead-letter.jsonl")).len(), 1);
+}
