@@ -155,22 +155,22 @@ impl Metrics {
             "CALLERROR",
         ];
         for a in actions {
-            m.events.get_or_create(&label("action", a));
-            m.late_events.get_or_create(&label("action", a));
+            let _ = m.events.get_or_create(&label("action", a));
+            let _ = m.late_events.get_or_create(&label("action", a));
         }
         for a in [
             "DataTransfer",
             "FirmwareStatusNotification",
             "DiagnosticsStatusNotification",
         ] {
-            m.events_ignored.get_or_create(&label("action", a));
+            let _ = m.events_ignored.get_or_create(&label("action", a));
         }
         for r in crate::model::DeadLetterReason::ALL {
-            m.decode_errors.get_or_create(&label("reason", r.as_str()));
+            let _ = m.decode_errors.get_or_create(&label("reason", r.as_str()));
         }
         for k in crate::model::AnomalyKind::ALL {
-            m.anomalies.get_or_create(&label("kind", k.as_str()));
-            m.anomalies_open.get_or_create(&label("kind", k.as_str()));
+            let _ = m.anomalies.get_or_create(&label("kind", k.as_str()));
+            let _ = m.anomalies_open.get_or_create(&label("kind", k.as_str()));
         }
         for k in crate::model::NotificationKind::ALL {
             for a in ["driver", "operator"] {
@@ -300,7 +300,7 @@ mod tests {
     #[test]
     fn exposition_uses_documented_names() {
         let m = Metrics::new();
-        m.events.get_or_create(&label("action", "Heartbeat")).inc();
+        let _ = m.events.get_or_create(&label("action", "Heartbeat")).inc();
         m.revenue_incl_vat
             .get_or_create(&labels2("site_id", "S", "currency", "EUR"))
             .inc_by(1.5);
