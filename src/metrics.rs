@@ -174,7 +174,8 @@ impl Metrics {
         }
         for k in crate::model::NotificationKind::ALL {
             for a in ["driver", "operator"] {
-                m.notifications
+                let _ = m
+                    .notifications
                     .get_or_create(&labels2("kind", k.as_str(), "audience", a));
             }
         }

@@ -11,6 +11,9 @@ use evflow::sinks::parquet::{read_revenue, read_sessions};
 use rust_decimal::Decimal;
 use serde_json::json;
 
+/// (window start, site, payment method, currency)
+type WindowKey = (i64, String, String, String);
+
 /// Simulates a fleet into `dir`: traffic, labels and registry.
 fn simulate(dir: &Path, chargers: u32, seed: u64) {
     run_ok(&[
@@ -130,8 +133,7 @@ reason = "inspection"
     );
 
     // Sessions are priced exactly and revenue windows sum them to the cent.
-    let mut from_sessions: BTreeMap<(i64, String, String, String), (i64, i64, Decimal, Decimal)> =
-        BTreeMap::new();
+    let mut from_sessions: BTreeMap<WindowKey, (i64, i64, Decimal, Decimal)> = BTreeMap::new();
     for s in &s1 {
         assert_eq!(s.total_incl_vat, s.total_excl_vat + s.vat);
         assert!(s.energy_wh >= 0);
@@ -150,7 +152,7 @@ reason = "inspection"
         e.2 += s.total_excl_vat;
         e.3 += s.total_incl_vat;
     }
-    let mut latest: BTreeMap<(i64, String, String, String), &RevenueRow> = BTreeMap::new();
+    let mut latest: BTreeMap<WindowKey, &RevenueRow> = BTreeMap::new();
     for r in &r1 {
         let k = (
             r.window_start,

@@ -199,7 +199,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                 decoder.decode_line(seq, line, &mut events, &mut dead, &mut stats);
             }
             lines += stats.lines;
-            record_stats(&metrics, &stats);
+            record_stats(metrics, &stats);
             if let Some(m) = stats.max_event_time {
                 marks_in.send(Mark { max_event_time: m });
             }

@@ -37,9 +37,8 @@ struct ConnectorState {
     /// Since when an open, Charging session has delivered no power.
     no_power_since: Option<Millis>,
     last_available_notice: Option<Millis>,
-    /// power_supply / over_temperature opened by an error code (resolved by a NoError status).
-    code_power: bool,
-    code_temperature: bool,
+    /// Anomalies opened by an error code (resolved by a NoError status).
+    opened_by_code: Vec<AnomalyKind>,
 }
 
 #[derive(Debug)]
@@ -77,7 +76,7 @@ pub struct ChargerStages {
     public: Arc<str>,
 }
 
-fn connector<'a>(list: &'a mut Vec<ConnectorState>, id: u32) -> &'a mut ConnectorState {
+fn connector(list: &mut Vec<ConnectorState>, id: u32) -> &mut ConnectorState {
     let i = match list.binary_search_by_key(&id, |c| c.id) {
         Ok(i) => i,
         Err(i) => {
@@ -277,65 +276,28 @@ impl ChargerStages {
                     }
                 }
                 let cs = connector(&mut st.connectors, c);
-                // Error codes that name a supply or temperature problem open those anomalies.
-                match error_code.as_str() {
+                // Error codes that name a supply or temperature problem open those anomalies;
+                // a later NoError status resolves what they opened.
+                let by_code = match error_code.as_str() {
                     "UnderVoltage" | "OverVoltage" => {
-                        if st
-                            .book
-                            .open(
-                                &subject,
-                                AnomalyKind::PowerSupply,
-                                conn_key,
-                                t,
-                                Severity::Critical,
-                                json!({"error_code": error_code.as_str()}),
-                                out,
-                            )
-                            .is_some()
-                        {
-                            cs.code_power = true;
-                        }
+                        Some((AnomalyKind::PowerSupply, Severity::Critical))
                     }
-                    "HighTemperature" => {
-                        if st
-                            .book
-                            .open(
-                                &subject,
-                                AnomalyKind::OverTemperature,
-                                conn_key,
-                                t,
-                                Severity::Warning,
-                                json!({"error_code": "HighTemperature"}),
-                                out,
-                            )
-                            .is_some()
-                        {
-                            cs.code_temperature = true;
-                        }
+                    "HighTemperature" => Some((AnomalyKind::OverTemperature, Severity::Warning)),
+                    _ => None,
+                };
+                if let Some((kind, severity)) = by_code {
+                    let details = json!({"error_code": error_code.as_str()});
+                    if st
+                        .book
+                        .open(&subject, kind, conn_key, t, severity, details, out)
+                        .is_some()
+                    {
+                        cs.opened_by_code.push(kind);
                     }
-                    "NoError" => {
-                        if std::mem::take(&mut cs.code_power) {
-                            st.book.resolve(
-                                &subject,
-                                AnomalyKind::PowerSupply,
-                                conn_key,
-                                t,
-                                json!({}),
-                                out,
-                            );
-                        }
-                        if std::mem::take(&mut cs.code_temperature) {
-                            st.book.resolve(
-                                &subject,
-                                AnomalyKind::OverTemperature,
-                                conn_key,
-                                t,
-                                json!({}),
-                                out,
-                            );
-                        }
+                } else if *error_code == ErrorCode::NoError {
+                    for kind in cs.opened_by_code.drain(..) {
+                        st.book.resolve(&subject, kind, conn_key, t, json!({}), out);
                     }
-                    _ => {}
                 }
                 if *status == ConnectorStatus::Faulted {
                     st.book.open(
