@@ -72,20 +72,27 @@ fn evflow(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir))
 }
 
-fn require_jsonschema() {
-    match Command::new("python3")
+/// The Python that has `jsonschema`: `EVFLOW_PYTHON` (set by scripts/test), else the repo's
+/// .venv, else `python3`. Fails, never skips, when it cannot import jsonschema.
+fn python() -> PathBuf {
+    let python = std::env::var_os("EVFLOW_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| Some(Path::new(MANIFEST).join(".venv/bin/python")).filter(|p| p.exists()))
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    let how = "`.ci/run` (or scripts/test) installs it into .venv; or: pip install jsonschema";
+    match Command::new(&python)
         .args(["-c", "import jsonschema"])
         .output()
     {
-        Ok(o) if o.status.success() => {}
+        Ok(o) if o.status.success() => python,
         Ok(o) => panic!(
-            "python3 cannot import jsonschema, which tests/schemas.py needs; `.ci/run` installs \
-             it (or: pip install jsonschema)\n{}",
+            "{} cannot import jsonschema, which tests/schemas.py needs: {how}\n{}",
+            python.display(),
             String::from_utf8_lossy(&o.stderr)
         ),
         Err(e) => panic!(
-            "python3 is not available ({e}); tests/schemas.py needs it and the jsonschema \
-             package, which `.ci/run` installs"
+            "cannot run {} ({e}): tests/schemas.py needs Python with jsonschema; {how}",
+            python.display()
         ),
     }
 }
@@ -117,7 +124,7 @@ fn names<T: Serialize>(values: &[T]) -> Vec<String> {
 
 #[test]
 fn evflow_files_match_the_schemas() {
-    require_jsonschema();
+    let python = python();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("schemas");
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
@@ -184,7 +191,7 @@ fn evflow_files_match_the_schemas() {
     );
 
     let script = Path::new(MANIFEST).join("tests/schemas.py");
-    let ok = run(Command::new("python3")
+    let ok = run(Command::new(&python)
         .arg(&script)
         .args([p("out"), p("valid.jsonl")])
         .args([
@@ -218,7 +225,7 @@ fn evflow_files_match_the_schemas() {
     }
 
     // The bad lines are not valid envelopes, and the script says where the first one is.
-    let bad = Command::new("python3")
+    let bad = Command::new(&python)
         .arg(&script)
         .args([p("out"), p("input.jsonl"), "--no-registry".into()])
         .output()
