@@ -294,10 +294,40 @@ impl Registry {
             path: path.to_path_buf(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+        let registry: Registry = serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        registry.validate().map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(registry)
+    }
+
+    /// The payment methods evflow knows.
+    pub const PAYMENT_METHODS: [&'static str; 4] = ["card", "mobile", "subscription", "ad_hoc"];
+
+    pub fn validate(&self) -> Result<(), String> {
+        for t in &self.tokens {
+            if !Self::PAYMENT_METHODS.contains(&t.payment_method.as_str()) {
+                return Err(format!(
+                    "token {:?}: payment_method {:?} is not one of {:?}",
+                    t.id_tag,
+                    t.payment_method,
+                    Self::PAYMENT_METHODS
+                ));
+            }
+        }
+        for s in &self.stations {
+            if s.max_power_w.is_some_and(|p| p <= 0.0 || !p.is_finite()) {
+                return Err(format!(
+                    "station {:?}: max_power_w must be positive",
+                    s.charge_point_id
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

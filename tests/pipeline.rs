@@ -402,3 +402,31 @@ fn a_late_session_revises_its_revenue_window() {
         s[0].total_incl_vat + s[1].total_incl_vat
     );
 }
+
+/// `speed` paces the simulator against the wall clock: an hour simulated at ×1800 cannot
+/// finish in much less than two seconds (a lower bound only; no upper bound on a shared box).
+#[test]
+fn the_simulator_can_be_paced_in_real_time() {
+    let _g = serial();
+    let dir = tmp_dir("paced");
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dataflows/demo.toml"))
+        .unwrap()
+        .replace("chargers = 300", "chargers = 5")
+        .replace("hours = 24", "hours = 1\nspeed = 1800.0");
+    let dataflow = dir.join("paced.toml");
+    std::fs::write(&dataflow, demo).unwrap();
+    let started = std::time::Instant::now();
+    run_ok(&[
+        "run",
+        dataflow.to_str().unwrap(),
+        "--out",
+        dir.join("out").to_str().unwrap(),
+        "--metrics-addr",
+        "",
+    ]);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -457,6 +457,12 @@ mod tests {
             ),
             BadTimestamp
         );
+        assert_eq!(
+            dead_reason(
+                r#"{"timestamp":"2026-01-05T08:00:00Z","charge_point_id":"CP","message":[2,"a","MeterValues",{"connectorId":1,"meterValue":[{"timestamp":"2026-01-05T08:00:00Z","sampledValue":[{"value":"NaN"}]}]}]}"#
+            ),
+            BadPayload
+        );
         assert_eq!(dead_reason("\u{1}\u{2}"), InvalidJson);
     }
 

@@ -360,12 +360,19 @@ fn meter_sample(action: &str, mv: &MeterValue) -> Result<MeterSample, DecodeErro
         let Some(m) = Measurand::parse(sv.measurand.as_deref()) else {
             continue;
         };
-        let raw: f64 = sv.value.trim().parse().map_err(|_| {
-            bad_payload(
-                action,
-                format!("sampled value {:?} is not a number", sv.value),
-            )
-        })?;
+        // Rust parses "NaN" and "inf"; a meter reading is never either.
+        let raw: f64 = sv
+            .value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite())
+            .ok_or_else(|| {
+                bad_payload(
+                    action,
+                    format!("sampled value {:?} is not a number", sv.value),
+                )
+            })?;
         let v = to_base(m, sv.unit.as_deref(), raw).map_err(|e| bad_payload(action, e))?;
         let tx_context = match sv.context.as_deref() {
             Some("Transaction.Begin") => {

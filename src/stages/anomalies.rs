@@ -26,6 +26,7 @@ use crate::model::{
 #[derive(Debug, Clone)]
 struct OpenAnomaly {
     kind: AnomalyKind,
+    severity: Severity,
     connector_id: Option<u32>,
     id: String,
     since: Millis,
@@ -87,6 +88,7 @@ impl AnomalyBook {
         ]);
         self.open.push(OpenAnomaly {
             kind,
+            severity,
             connector_id,
             id: id.clone(),
             since: at,
@@ -135,11 +137,16 @@ impl AnomalyBook {
             site_id: subject.site_id.clone(),
             connector_id,
             event_time: at.max(a.since),
-            severity: Severity::Info,
+            severity: a.severity,
             details,
         }));
         true
     }
+}
+
+/// Measured values in details: one decimal (sensor values arrive as f32).
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
 }
 
 /// A "confirm after N consecutive samples" gate, used for voltage and temperature.
@@ -244,7 +251,8 @@ impl SampleDetectors {
         max_power_w: f64,
         out: &mut Vec<Output>,
     ) -> Option<RegisterCheck> {
-        let conn = Some(connector_id);
+        // Connector 0 is the charger itself.
+        let conn = (connector_id > 0).then_some(connector_id);
         let lo = cfg.nominal_voltage_v * (1.0 - cfg.voltage_band_pct / 100.0);
         let hi = cfg.nominal_voltage_v * (1.0 + cfg.voltage_band_pct / 100.0);
         // The phase furthest from nominal decides.
@@ -269,7 +277,7 @@ impl SampleDetectors {
                         conn,
                         since,
                         Severity::Critical,
-                        json!({"voltage_v": worst, "band_v": [lo, hi], "cause": if worst < lo {"under_voltage"} else {"over_voltage"}}),
+                        json!({"voltage_v": round1(worst), "band_v": [round1(lo), round1(hi)], "cause": if worst < lo {"under_voltage"} else {"over_voltage"}}),
                         out,
                     );
                 }
@@ -279,7 +287,7 @@ impl SampleDetectors {
                         AnomalyKind::PowerSupply,
                         conn,
                         since,
-                        json!({"voltage_v": worst}),
+                        json!({"voltage_v": round1(worst)}),
                         out,
                     );
                 }
@@ -300,7 +308,7 @@ impl SampleDetectors {
                         conn,
                         since,
                         Severity::Warning,
-                        json!({"temperature_c": t, "max_c": cfg.max_temperature_c}),
+                        json!({"temperature_c": round1(t), "max_c": cfg.max_temperature_c}),
                         out,
                     );
                 }
@@ -310,7 +318,7 @@ impl SampleDetectors {
                         AnomalyKind::OverTemperature,
                         conn,
                         since,
-                        json!({"temperature_c": t}),
+                        json!({"temperature_c": round1(t)}),
                         out,
                     );
                 }
@@ -333,7 +341,7 @@ impl SampleDetectors {
                     conn,
                     at,
                     Severity::Warning,
-                    json!({"cause": cause, "delta_wh": d, "register_wh": wh}),
+                    json!({"cause": cause, "delta_wh": d.round() as i64, "register_wh": wh.round() as i64}),
                     out,
                 );
             }
@@ -343,7 +351,7 @@ impl SampleDetectors {
                     AnomalyKind::MeterError,
                     conn,
                     at,
-                    json!({"register_wh": wh}),
+                    json!({"register_wh": wh.round() as i64}),
                     out,
                 );
             }

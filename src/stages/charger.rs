@@ -435,9 +435,9 @@ impl ChargerStages {
                             s.almost_complete_sent = true;
                             let facts = json!({
                                 "soc_pct": sample.soc_pct,
-                                "eta_minutes": eta.map(|m| m.round()),
+                                "eta_minutes": eta.map(|m| m.round() as i64),
                                 "power_w": sample.power_w,
-                                "energy_wh": s.sample_energy_wh.round(),
+                                "energy_wh": s.sample_energy_wh.round() as i64,
                                 "basis": if by_soc { "soc" } else { "power_taper" },
                             });
                             notify(

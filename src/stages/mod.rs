@@ -58,6 +58,20 @@ impl Reference {
             tariff: default_tariff.clone(),
             max_power_w: cfg.anomalies.default_max_power_w,
         };
+        let unknown: Vec<&str> = registry
+            .stations
+            .iter()
+            .filter_map(|s| s.tariff_id.as_deref())
+            .filter(|t| !tariffs.contains_key(*t))
+            .collect();
+        if !unknown.is_empty() {
+            tracing::warn!(
+                "{} station(s) name a tariff the dataflow does not define (e.g. {:?}); they use the default tariff {:?}",
+                unknown.len(),
+                unknown[0],
+                cfg.registry.default_tariff
+            );
+        }
         let stations = registry
             .stations
             .iter()
