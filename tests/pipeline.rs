@@ -404,7 +404,8 @@ fn a_late_session_revises_its_revenue_window() {
 }
 
 /// `speed` paces the simulator against the wall clock: an hour simulated at ×1800 cannot
-/// finish in much less than two seconds (a lower bound only; no upper bound on a shared box).
+/// finish in much less than two seconds (a lower bound only, with slack for the first
+/// chunk that sets the origin; no upper bound on a shared box).
 #[test]
 fn the_simulator_can_be_paced_in_real_time() {
     let _g = serial();
@@ -425,7 +426,7 @@ fn the_simulator_can_be_paced_in_real_time() {
         "",
     ]);
     assert!(
-        started.elapsed() >= std::time::Duration::from_millis(1900),
+        started.elapsed() >= std::time::Duration::from_millis(1500),
         "{:?}",
         started.elapsed()
     );
