@@ -34,6 +34,7 @@ pub struct Metrics {
     pub late_events: Family<Labels, Counter>,
     pub clock_skew_events: Counter,
     pub orphan_stops: Counter,
+    pub duplicate_frames: Counter,
     pub watermark: FloatGauge,
     pub watermark_lag: FloatGauge,
     pub chargers: Gauge,
@@ -93,6 +94,11 @@ impl Metrics {
             "orphan_stops",
             "StopTransactions for transactions evflow never saw start",
             m.orphan_stops.clone(),
+        );
+        r.register(
+            "duplicate_frames",
+            "Verbatim repeats of a frame already received from the charger (retries), dropped",
+            m.duplicate_frames.clone(),
         );
         r.register(
             "watermark_timestamp_seconds",
@@ -190,6 +196,7 @@ impl Metrics {
             late_events: m.late_events,
             clock_skew_events: m.clock_skew_events,
             orphan_stops: m.orphan_stops,
+            duplicate_frames: m.duplicate_frames,
             watermark: m.watermark,
             watermark_lag: m.watermark_lag,
             chargers: m.chargers,
@@ -267,6 +274,7 @@ struct MetricsBuilder {
     late_events: Family<Labels, Counter>,
     clock_skew_events: Counter,
     orphan_stops: Counter,
+    duplicate_frames: Counter,
     watermark: FloatGauge,
     watermark_lag: FloatGauge,
     chargers: Gauge,

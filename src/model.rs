@@ -44,6 +44,9 @@ impl fmt::Display for TransactionId {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
+    /// Hash of the frame (message id, action, payload): identical frames — a backend's
+    /// retries — have the same value, so repeats can be dropped per charge point.
+    pub frame_hash: u64,
     pub charge_point_id: ChargePointId,
     /// When the backend received the frame (the envelope's `timestamp`).
     pub receive_time: Millis,
@@ -75,19 +78,35 @@ pub enum EventKind {
         transaction_id: Option<TransactionId>,
         sample: MeterSample,
     },
-    /// StartTransaction (CALL). The transaction id arrives in the CALLRESULT with the same
-    /// message id.
+    /// A transaction started: 1.6 StartTransaction (its transaction id arrives in the
+    /// CALLRESULT with the same message id) or 2.0.1 TransactionEvent Started (the id is in
+    /// the event; the id token and the start register may come later or not at all).
     TransactionStart {
         message_id: MessageId,
         connector_id: u32,
+        transaction_id: Option<TransactionId>,
+        id_tag: Option<Arc<str>>,
+        meter_start_wh: Option<i64>,
+    },
+    /// 2.0.1: a transaction learned its id token after it started.
+    TransactionAuthorized {
+        transaction_id: TransactionId,
         id_tag: Arc<str>,
-        meter_start_wh: i64,
     },
     TransactionStop {
         transaction_id: TransactionId,
-        meter_stop_wh: i64,
+        meter_stop_wh: Option<i64>,
         reason: Arc<str>,
         id_tag: Option<Arc<str>>,
+    },
+    /// A problem a charger reports outside StatusNotification (2.0.1 NotifyEvent on a
+    /// Problem/Fault variable), or its clearing.
+    Fault {
+        /// 0 means the whole charger.
+        connector_id: u32,
+        /// What the charger called it: component/variable, and the techCode if any.
+        code: Arc<str>,
+        active: bool,
     },
     Authorize {
         id_tag: Arc<str>,
@@ -113,7 +132,9 @@ impl EventKind {
             EventKind::Status { .. } => "StatusNotification",
             EventKind::Meter { .. } => "MeterValues",
             EventKind::TransactionStart { .. } => "StartTransaction",
+            EventKind::TransactionAuthorized { .. } => "TransactionAuthorized",
             EventKind::TransactionStop { .. } => "StopTransaction",
+            EventKind::Fault { .. } => "Fault",
             EventKind::Authorize { .. } => "Authorize",
             EventKind::CallResult { .. } => "CALLRESULT",
             EventKind::CallError { .. } => "CALLERROR",
@@ -121,10 +142,12 @@ impl EventKind {
     }
 }
 
-/// Connector status, OCPP 1.6 names (2.0.1's connectorStatus maps onto these).
+/// Connector status: the OCPP 1.6 names, plus 2.0.1's `Occupied` (a vehicle is plugged in;
+/// 2.0.1 reports the charging state separately, in TransactionEvent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ConnectorStatus {
     Available,
+    Occupied,
     Preparing,
     Charging,
     SuspendedEVSE,
@@ -139,6 +162,7 @@ impl ConnectorStatus {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "Available" => Self::Available,
+            "Occupied" => Self::Occupied,
             "Preparing" => Self::Preparing,
             "Charging" => Self::Charging,
             "SuspendedEVSE" => Self::SuspendedEVSE,
@@ -154,6 +178,7 @@ impl ConnectorStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Available => "Available",
+            Self::Occupied => "Occupied",
             Self::Preparing => "Preparing",
             Self::Charging => "Charging",
             Self::SuspendedEVSE => "SuspendedEVSE",

@@ -17,7 +17,7 @@ use super::watermark::{Mark, Watermark};
 use crate::metrics::{label, Metrics};
 use crate::model::{Event, HealthLevel, HealthRow, Millis, Output};
 use crate::sinks::{OutputSinks, Summary};
-use crate::stages::charger::ChargerStages;
+use crate::stages::charger::{Arrival, ChargerStages};
 use crate::stages::health::site_row;
 use crate::stages::revenue::RevenueWindows;
 
@@ -80,14 +80,20 @@ pub fn charger_stage<'s>(
                 times.sort_unstable();
                 times.dedup();
                 let mut late_by_action: BTreeMap<&'static str, u64> = BTreeMap::new();
+                let mut duplicates = 0u64;
                 for t in times {
                     let before = watermark.current();
                     if let Some(mut batch) = stash.remove(&t) {
                         // Exchange interleaves senders; seq restores the input's order.
                         batch.sort_by_key(|e| e.seq);
                         for ev in batch {
-                            if stages.on_arrival(&ev) {
-                                continue;
+                            match stages.on_arrival(&ev) {
+                                Arrival::Consumed => continue,
+                                Arrival::Duplicate => {
+                                    duplicates += 1;
+                                    continue;
+                                }
+                                Arrival::Process => {}
                             }
                             if ev.event_time < before {
                                 // Late: applied at once, as of the charger's current time.
@@ -108,6 +114,7 @@ pub fn charger_stage<'s>(
                             .give_iterator(out.drain(..));
                     }
                 }
+                metrics.duplicate_frames.inc_by(duplicates);
                 for (action, n) in late_by_action {
                     metrics
                         .late_events

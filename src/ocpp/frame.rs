@@ -27,6 +27,31 @@ pub enum Frame<'a> {
     },
 }
 
+impl Frame<'_> {
+    /// A hash of the frame's content (message id, action or error code, payload text):
+    /// equal for a frame and its verbatim repeats.
+    pub fn content_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = rustc_hash::FxHasher::default();
+        match self {
+            Frame::Call {
+                message_id,
+                action,
+                payload,
+            } => (2u8, message_id, action, payload.get()).hash(&mut h),
+            Frame::CallResult {
+                message_id,
+                payload,
+            } => (3u8, message_id, payload.get()).hash(&mut h),
+            Frame::CallError {
+                message_id,
+                error_code,
+            } => (4u8, message_id, error_code).hash(&mut h),
+        }
+        h.finish()
+    }
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for Frame<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_seq(FrameVisitor(std::marker::PhantomData))

@@ -221,6 +221,7 @@ impl Decoder {
 
         let mut partials = std::mem::take(&mut self.scratch);
         partials.clear();
+        let frame_hash = frame.content_hash();
         match frame {
             Frame::Call {
                 message_id: id,
@@ -278,6 +279,7 @@ impl Decoder {
             };
             events.push(Event {
                 seq,
+                frame_hash,
                 charge_point_id: cp.clone(),
                 receive_time,
                 event_time,
@@ -346,7 +348,7 @@ mod tests {
             r#"{"timestamp":"2026-01-05T08:00:01Z","charge_point_id":"CP-1","message":[2,"m1","StartTransaction",{"connectorId":1,"idTag":"TAG","meterStart":1000,"timestamp":"2026-01-05T08:00:00Z"}]}"#,
         );
         assert!(
-            matches!(&ev[0].kind, EventKind::TransactionStart { meter_start_wh: 1000, connector_id: 1, id_tag, message_id: m } if &**id_tag == "TAG" && *m == message_id("m1"))
+            matches!(&ev[0].kind, EventKind::TransactionStart { meter_start_wh: Some(1000), connector_id: 1, id_tag: Some(id_tag), message_id: m, transaction_id: None } if &**id_tag == "TAG" && *m == message_id("m1"))
         );
         let (ev, _, _) = decode(
             r#"{"timestamp":"2026-01-05T08:00:01.2Z","charge_point_id":"CP-1","message":[3,"m1",{"transactionId":42,"idTagInfo":{"status":"Accepted"}}]}"#,
@@ -365,7 +367,7 @@ mod tests {
             &ev[0].kind,
             EventKind::TransactionStop {
                 transaction_id: TransactionId::Int(42),
-                meter_stop_wh: 21000,
+                meter_stop_wh: Some(21000),
                 ..
             }
         ));

@@ -100,6 +100,10 @@ pub const ACTIONS_V201_ONLY: &[&str] = &[
     "UnpublishFirmware",
 ];
 
+/// Connector id of meter values that belong to a transaction but name no connector
+/// (StopTransaction's transactionData): the stage resolves it from the transaction id.
+pub const TRANSACTION_CONNECTOR: u32 = u32::MAX;
+
 fn bad_payload(action: &str, e: impl std::fmt::Display) -> DecodeError {
     DecodeError::new(DeadLetterReason::BadPayload, format!("{action}: {e}"))
 }
@@ -195,6 +199,8 @@ struct StopTransaction<'a> {
     reason: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     id_tag: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    transaction_data: Vec<MeterValue<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -274,18 +280,32 @@ pub(crate) fn decode_call(
                 kind: EventKind::TransactionStart {
                     message_id,
                     connector_id: p.connector_id,
-                    id_tag: interner.intern(&p.id_tag),
-                    meter_start_wh: p.meter_start,
+                    transaction_id: None,
+                    id_tag: Some(interner.intern(&p.id_tag)),
+                    meter_start_wh: Some(p.meter_start),
                 },
             });
         }
         "StopTransaction" => {
             let p: StopTransaction = parse(action, payload)?;
+            let tx = TransactionId::Int(p.transaction_id);
+            // transactionData: the transaction's meter values, sent with the stop. The
+            // connector is not in the payload; the stage finds it by transaction id.
+            for mv in &p.transaction_data {
+                out.push(Partial {
+                    event_time: Some(timestamp(&mv.timestamp)?),
+                    kind: EventKind::Meter {
+                        connector_id: TRANSACTION_CONNECTOR,
+                        transaction_id: Some(tx.clone()),
+                        sample: meter_sample(action, mv)?,
+                    },
+                });
+            }
             out.push(Partial {
                 event_time: Some(timestamp(&p.timestamp)?),
                 kind: EventKind::TransactionStop {
-                    transaction_id: TransactionId::Int(p.transaction_id),
-                    meter_stop_wh: p.meter_stop,
+                    transaction_id: tx,
+                    meter_stop_wh: Some(p.meter_stop),
                     // 1.6: an absent reason means Local.
                     reason: interner.intern(p.reason.as_deref().unwrap_or("Local")),
                     id_tag: p.id_tag.as_deref().map(|t| interner.intern(t)),

@@ -25,7 +25,11 @@ use crate::model::{
     AnomalyKind, Audience, ConnectorStatus, ErrorCode, Event, EventKind, MessageId, Millis,
     NotificationKind, Output, SessionRecord, Severity, TransactionId,
 };
+use crate::ocpp::v16::TRANSACTION_CONNECTOR;
 use crate::tariff::price_session;
+
+/// The id tag of a session whose driver was never identified.
+pub const UNKNOWN_DRIVER: &str = "unknown";
 use crate::time::{format_rfc3339, window_start};
 
 #[derive(Debug, Default)]
@@ -53,12 +57,28 @@ struct ChargerState {
     pending_boot: Option<MessageId>,
     /// Transaction ids from CALLRESULTs whose StartTransaction has not been processed yet.
     tx_by_message: Vec<(MessageId, i64)>,
+    /// (frame hash, seq) of the charger's recent frames, to drop repeats.
+    recent_frames: std::collections::VecDeque<(u64, u64)>,
     charger_status: ConnectorStatus,
     connectors: Vec<ConnectorState>,
     book: AnomalyBook,
     health: ChargerHealth,
     recent: RecentUsers,
 }
+
+/// What arrival-order handling decided about an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Fully handled on arrival (a CALLRESULT).
+    Consumed,
+    /// A verbatim repeat of a frame already seen from this charger: dropped, counted.
+    Duplicate,
+    /// To be processed in event-time order.
+    Process,
+}
+
+/// How many recent frames per charger are remembered to recognise repeats.
+const RECENT_FRAMES: usize = 64;
 
 /// Counters the dataflow turns into metrics.
 #[derive(Debug, Default, Clone)]
@@ -152,6 +172,7 @@ impl ChargerStages {
                 heartbeat_interval: cfg.anomalies.heartbeat_interval.0,
                 pending_boot: None,
                 tx_by_message: Vec::new(),
+                recent_frames: std::collections::VecDeque::new(),
                 charger_status: ConnectorStatus::Available,
                 connectors: Vec::new(),
                 book: AnomalyBook::default(),
@@ -161,16 +182,34 @@ impl ChargerStages {
         })
     }
 
-    /// Handles what must be handled in arrival order. Returns `true` if the event was fully
-    /// consumed here (CALLRESULTs), `false` if it must also be processed in event-time order.
-    pub fn on_arrival(&mut self, ev: &Event) -> bool {
+    /// Handles what must be handled in arrival order: repeats of a frame already seen are
+    /// dropped, and CALLRESULTs are correlated with their CALL here.
+    pub fn on_arrival(&mut self, ev: &Event) -> Arrival {
+        let st = Self::state(
+            &mut self.chargers,
+            &self.cfg,
+            &self.reference,
+            &ev.charge_point_id,
+            ev.event_time,
+        );
+        // Events of one frame share its seq; the same frame at another seq is a repeat.
+        match st.recent_frames.iter().find(|(h, _)| *h == ev.frame_hash) {
+            Some((_, seq)) if *seq != ev.seq => return Arrival::Duplicate,
+            Some(_) => {}
+            None => {
+                if st.recent_frames.len() >= RECENT_FRAMES {
+                    st.recent_frames.pop_front();
+                }
+                st.recent_frames.push_back((ev.frame_hash, ev.seq));
+            }
+        }
         let EventKind::CallResult {
             message_id,
             transaction_id,
             heartbeat_interval_s,
         } = &ev.kind
         else {
-            return false;
+            return Arrival::Process;
         };
         let st = Self::state(
             &mut self.chargers,
@@ -202,7 +241,7 @@ impl ChargerStages {
                 st.pending_boot = None;
             }
         }
-        true
+        Arrival::Consumed
     }
 
     /// Fires every charger's timers up to `now` (the watermark).
@@ -334,11 +373,11 @@ impl ChargerStages {
                         facts.clone(),
                         out,
                     );
-                    if let Some(s) = &cs.session {
+                    if let Some(driver) = cs.session.as_ref().and_then(|s| s.id_tag.as_ref()) {
                         notify(
                             NotificationKind::StationOutOfOrder,
                             Audience::Driver,
-                            &s.id_tag,
+                            driver,
                             &st.id,
                             &st.station.site_id,
                             conn_key,
@@ -389,7 +428,19 @@ impl ChargerStages {
                 transaction_id,
                 sample,
             } => {
-                let c = *connector_id;
+                let c = if *connector_id == TRANSACTION_CONNECTOR {
+                    // transactionData names no connector: the transaction's, if open.
+                    match st.connectors.iter().find(|c| {
+                        c.session
+                            .as_ref()
+                            .is_some_and(|s| s.transaction_id == *transaction_id)
+                    }) {
+                        Some(cs) => cs.id,
+                        None => return,
+                    }
+                } else {
+                    *connector_id
+                };
                 st.health.connector(c);
                 let max_power = st.station.max_power_w;
                 let cs = connector(&mut st.connectors, c);
@@ -440,10 +491,14 @@ impl ChargerStages {
                                 "energy_wh": s.sample_energy_wh.round() as i64,
                                 "basis": if by_soc { "soc" } else { "power_taper" },
                             });
+                            let driver = s
+                                .id_tag
+                                .clone()
+                                .unwrap_or_else(|| Arc::from(UNKNOWN_DRIVER));
                             notify(
                                 NotificationKind::ChargingAlmostComplete,
                                 Audience::Driver,
-                                &s.id_tag.clone(),
+                                &driver,
                                 &st.id,
                                 &st.station.site_id,
                                 Some(c),
@@ -480,24 +535,39 @@ impl ChargerStages {
             EventKind::TransactionStart {
                 message_id,
                 connector_id,
+                transaction_id,
                 id_tag,
                 meter_start_wh,
             } => {
                 let c = *connector_id;
                 st.health.connector(c);
-                st.recent.record(t, id_tag);
-                let tx = st
-                    .tx_by_message
-                    .iter()
-                    .position(|(m, _)| m == message_id)
-                    .map(|i| st.tx_by_message.remove(i).1);
+                if let Some(tag) = id_tag {
+                    st.recent.record(t, tag);
+                }
+                // 1.6: the id came in a CALLRESULT that may have arrived already.
+                let tx = transaction_id.clone().or_else(|| {
+                    st.tx_by_message
+                        .iter()
+                        .position(|(m, _)| m == message_id)
+                        .map(|i| TransactionId::Int(st.tx_by_message.remove(i).1))
+                });
                 let cs = connector(&mut st.connectors, c);
+                if cs
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.transaction_id.is_some() && s.transaction_id == tx)
+                {
+                    // The same transaction announced again (a retried or re-sent start).
+                    return;
+                }
                 let mut s =
                     OpenSession::new(*message_id, id_tag.clone(), ev.event_time, *meter_start_wh);
-                s.transaction_id = tx.map(TransactionId::Int);
+                s.transaction_id = tx;
                 if let Some(old) = cs.session.replace(s) {
                     // A new transaction on a busy connector ends the old one where it stood.
-                    let stop = old.meter_start_wh + old.sample_energy_wh.round() as i64;
+                    let stop = old
+                        .meter_start_wh
+                        .map(|m| m + old.sample_energy_wh.round() as i64);
                     close_session(
                         st,
                         cfg,
@@ -508,6 +578,53 @@ impl ChargerStages {
                         stop,
                         &Arc::from("Superseded"),
                         ev,
+                        out,
+                    );
+                }
+            }
+            EventKind::TransactionAuthorized {
+                transaction_id,
+                id_tag,
+            } => {
+                st.recent.record(t, id_tag);
+                if let Some(s) = st
+                    .connectors
+                    .iter_mut()
+                    .filter_map(|c| c.session.as_mut())
+                    .find(|s| s.transaction_id.as_ref() == Some(transaction_id))
+                {
+                    s.id_tag = Some(id_tag.clone());
+                }
+            }
+            EventKind::Fault {
+                connector_id,
+                code,
+                active,
+            } => {
+                let c = *connector_id;
+                let conn_key = (c > 0).then_some(c);
+                if *active {
+                    if c == 0 {
+                        st.health.charger_error();
+                    } else {
+                        st.health.connector(c).error_reported();
+                    }
+                    st.book.open(
+                        &subject,
+                        AnomalyKind::ConnectorFaulted,
+                        conn_key,
+                        t,
+                        Severity::Critical,
+                        json!({"error_code": code.as_ref(), "source": "NotifyEvent"}),
+                        out,
+                    );
+                } else {
+                    st.book.resolve(
+                        &subject,
+                        AnomalyKind::ConnectorFaulted,
+                        conn_key,
+                        t,
+                        json!({"cleared": code.as_ref()}),
                         out,
                     );
                 }
@@ -581,7 +698,7 @@ fn close_session(
     c: u32,
     mut s: OpenSession,
     end: Millis,
-    meter_stop_wh: i64,
+    meter_stop_wh: Option<i64>,
     reason: &Arc<str>,
     ev: &Event,
     out: &mut Vec<Output>,
@@ -610,8 +727,11 @@ fn close_session(
             || format!("unconfirmed-{}", s.message_id.0),
             |t| t.to_string(),
         ),
-        payment_method: reference.payment_method(&s.id_tag),
-        id_tag: s.id_tag,
+        payment_method: s.id_tag.as_deref().map_or_else(
+            || reference.payment_method(""),
+            |t| reference.payment_method(t),
+        ),
+        id_tag: s.id_tag.unwrap_or_else(|| Arc::from(UNKNOWN_DRIVER)),
         start_time: s.start_time,
         end_time: end,
         energy_wh,
