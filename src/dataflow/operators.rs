@@ -36,6 +36,50 @@ fn frontier_min(frontiers: &[&MutableAntichain<u64>]) -> Option<u64> {
         .min()
 }
 
+/// An operator's input buffered by timely time, and the watermark from the marks. Both
+/// operators below work through complete times in order with it.
+struct TimeBuffer<D> {
+    stash: BTreeMap<u64, Vec<D>>,
+    watermark: Watermark,
+}
+
+impl<D> TimeBuffer<D> {
+    fn new(out_of_orderness: Millis) -> Self {
+        TimeBuffer {
+            stash: BTreeMap::new(),
+            watermark: Watermark::new(out_of_orderness),
+        }
+    }
+
+    fn stash(&mut self, time: Option<&u64>, data: &mut Vec<D>) {
+        if let Some(t) = time {
+            self.stash.entry(*t).or_default().append(data);
+        }
+    }
+
+    fn mark(&mut self, time: Option<&u64>, marks: &mut Vec<Mark>) {
+        if let Some(t) = time {
+            for m in marks.drain(..) {
+                self.watermark.observe(*t, m);
+            }
+        }
+    }
+
+    /// Every time with data or marks that the frontier has passed, in order.
+    fn complete_times(&self, frontier: Option<u64>) -> Vec<u64> {
+        let complete = |t: &u64| frontier.is_none_or(|f| *t < f);
+        let mut times: Vec<u64> = self.stash.keys().copied().take_while(complete).collect();
+        times.extend(self.watermark.pending_times().take_while(complete));
+        times.sort_unstable();
+        times.dedup();
+        times
+    }
+
+    fn take(&mut self, time: u64) -> Vec<D> {
+        self.stash.remove(&time).unwrap_or_default()
+    }
+}
+
 /// Per-charger stages: arrival-order correlation, then event-time order via the watermark.
 pub fn charger_stage<'s>(
     events: StreamVec<'s, u64, Event>,
@@ -51,39 +95,23 @@ pub fn charger_stage<'s>(
         "ChargerStages",
         move |cap, _info| {
             let mut cap = Some(cap);
-            let mut stash: BTreeMap<u64, Vec<Event>> = BTreeMap::new();
-            let mut watermark = Watermark::new(out_of_orderness);
+            let mut buffer: TimeBuffer<Event> = TimeBuffer::new(out_of_orderness);
             // Events waiting for the watermark, in (event time, seq, arrival) order.
             let mut reorder: BTreeMap<(Millis, u64, u64), Event> = BTreeMap::new();
             let mut arrival = 0u64;
             let mut out: Vec<Output> = Vec::new();
             move |(ev_in, ev_frontier), (mk_in, mk_frontier), output| {
-                ev_in.for_each(|c, data| {
-                    if let Some(t) = c.least() {
-                        stash.entry(*t).or_default().append(data);
-                    }
-                });
-                mk_in.for_each(|c, data| {
-                    if let Some(t) = c.least() {
-                        for m in data.drain(..) {
-                            watermark.observe(*t, m);
-                        }
-                    }
-                });
+                ev_in.for_each(|c, data| buffer.stash(c.least(), data));
+                mk_in.for_each(|c, data| buffer.mark(c.least(), data));
                 let Some(held) = cap.as_mut() else { return };
                 let frontier = frontier_min(&[ev_frontier, mk_frontier]);
-                let complete = |t: u64| frontier.is_none_or(|f| t < f);
-                // Every complete time with events or marks, in order.
-                let mut times: Vec<u64> =
-                    stash.keys().copied().take_while(|t| complete(*t)).collect();
-                times.extend(watermark.pending_times().take_while(|t| complete(*t)));
-                times.sort_unstable();
-                times.dedup();
+                let times = buffer.complete_times(frontier);
                 let mut late_by_action: BTreeMap<&'static str, u64> = BTreeMap::new();
                 let mut duplicates = 0u64;
                 for t in times {
-                    let before = watermark.current();
-                    if let Some(mut batch) = stash.remove(&t) {
+                    let before = buffer.watermark.current();
+                    let mut batch = buffer.take(t);
+                    {
                         // Exchange interleaves senders; seq restores the input's order.
                         batch.sort_by_key(|e| e.seq);
                         for ev in batch {
@@ -105,7 +133,7 @@ pub fn charger_stage<'s>(
                             }
                         }
                     }
-                    let w = watermark.advance_through(t);
+                    let w = buffer.watermark.advance_through(t);
                     release(&mut reorder, &mut stages, w, &mut out);
                     stages.advance_all(w, &mut out);
                     if !out.is_empty() {
@@ -125,7 +153,7 @@ pub fn charger_stage<'s>(
                     Some(f) => held.downgrade(&f),
                     None => {
                         // End of input: everything is released at the final watermark.
-                        let w = watermark.finish();
+                        let w = buffer.watermark.finish();
                         release(&mut reorder, &mut stages, w, &mut out);
                         stages.advance_all(w, &mut out);
                         metrics.orphan_stops.inc_by(stages.stats.orphan_stops);
@@ -262,32 +290,16 @@ pub fn aggregate<'s>(
         "Aggregate",
         move |cap, _info| {
             let mut cap = Some(cap);
-            let mut stash: BTreeMap<u64, Vec<Output>> = BTreeMap::new();
-            let mut watermark = Watermark::new(out_of_orderness);
+            let mut buffer: TimeBuffer<Output> = TimeBuffer::new(out_of_orderness);
             let mut last_checkpoint: Option<Millis> = None;
             move |(rec_in, rec_frontier), (mk_in, mk_frontier), output| {
-                rec_in.for_each(|c, data| {
-                    if let Some(t) = c.least() {
-                        stash.entry(*t).or_default().append(data);
-                    }
-                });
-                mk_in.for_each(|c, data| {
-                    if let Some(t) = c.least() {
-                        for m in data.drain(..) {
-                            watermark.observe(*t, m);
-                        }
-                    }
-                });
+                rec_in.for_each(|c, data| buffer.stash(c.least(), data));
+                mk_in.for_each(|c, data| buffer.mark(c.least(), data));
                 let Some(held) = cap.as_mut() else { return };
                 let frontier = frontier_min(&[rec_frontier, mk_frontier]);
-                let complete = |t: u64| frontier.is_none_or(|f| t < f);
-                let mut times: Vec<u64> =
-                    stash.keys().copied().take_while(|t| complete(*t)).collect();
-                times.extend(watermark.pending_times().take_while(|t| complete(*t)));
-                times.sort_unstable();
-                times.dedup();
+                let times = buffer.complete_times(frontier);
                 for t in times {
-                    let mut batch = stash.remove(&t).unwrap_or_default();
+                    let mut batch = buffer.take(t);
                     batch.sort_by(sink_order);
                     let mut added: Vec<Output> = Vec::new();
                     let mut rows = Vec::new();
@@ -314,7 +326,7 @@ pub fn aggregate<'s>(
                             .filter_map(|v| site_row(v))
                             .map(Output::Health),
                     );
-                    let w = watermark.advance_through(t);
+                    let w = buffer.watermark.advance_through(t);
                     revenue.advance(w, &mut rows);
                     revenue.forget_before(30 * 86_400_000);
                     added.extend(rows.into_iter().map(Output::Revenue));
@@ -329,7 +341,7 @@ pub fn aggregate<'s>(
                             last_checkpoint = Some(boundary);
                         }
                         metrics.watermark.set(w as f64 / 1000.0);
-                        if let Some(m) = watermark.max_seen() {
+                        if let Some(m) = buffer.watermark.max_seen() {
                             metrics.watermark_lag.set((m - w) as f64 / 1000.0);
                         }
                     }
@@ -343,7 +355,7 @@ pub fn aggregate<'s>(
                 match frontier {
                     Some(f) => held.downgrade(&f),
                     None => {
-                        let w = watermark.finish();
+                        let w = buffer.watermark.finish();
                         let mut rows = Vec::new();
                         revenue.flush(&mut rows);
                         metrics.watermark.set(w as f64 / 1000.0);

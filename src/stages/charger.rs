@@ -308,11 +308,7 @@ impl ChargerStages {
                 let c = *connector_id;
                 let conn_key = (c > 0).then_some(c);
                 if *error_code != ErrorCode::NoError {
-                    if c == 0 {
-                        st.health.charger_error();
-                    } else {
-                        st.health.connector(c).error_reported();
-                    }
+                    st.health.error_reported(c);
                 }
                 let cs = connector(&mut st.connectors, c);
                 // Error codes that name a supply or temperature problem open those anomalies;
@@ -338,26 +334,20 @@ impl ChargerStages {
                         st.book.resolve(&subject, kind, conn_key, t, json!({}), out);
                     }
                 }
-                if *status == ConnectorStatus::Faulted {
-                    st.book.open(
-                        &subject,
-                        AnomalyKind::ConnectorFaulted,
-                        conn_key,
-                        t,
-                        Severity::Critical,
-                        json!({"error_code": error_code.as_str(), "vendor_detail": vendor_detail.as_deref()}),
-                        out,
-                    );
+                let details = if *status == ConnectorStatus::Faulted {
+                    json!({"error_code": error_code.as_str(), "vendor_detail": vendor_detail.as_deref()})
                 } else {
-                    st.book.resolve(
-                        &subject,
-                        AnomalyKind::ConnectorFaulted,
-                        conn_key,
-                        t,
-                        json!({"status": status.as_str()}),
-                        out,
-                    );
-                }
+                    json!({"status": status.as_str()})
+                };
+                set_faulted(
+                    &mut st.book,
+                    &subject,
+                    conn_key,
+                    t,
+                    *status == ConnectorStatus::Faulted,
+                    details,
+                    out,
+                );
                 let prev = cs.status.replace(*status);
                 let was_down = prev.is_some_and(|p| !p.is_operative());
                 if !status.is_operative() && !was_down && !in_maintenance(&st.maintenance, t) {
@@ -604,30 +594,14 @@ impl ChargerStages {
                 let c = *connector_id;
                 let conn_key = (c > 0).then_some(c);
                 if *active {
-                    if c == 0 {
-                        st.health.charger_error();
-                    } else {
-                        st.health.connector(c).error_reported();
-                    }
-                    st.book.open(
-                        &subject,
-                        AnomalyKind::ConnectorFaulted,
-                        conn_key,
-                        t,
-                        Severity::Critical,
-                        json!({"error_code": code.as_ref(), "source": "NotifyEvent"}),
-                        out,
-                    );
-                } else {
-                    st.book.resolve(
-                        &subject,
-                        AnomalyKind::ConnectorFaulted,
-                        conn_key,
-                        t,
-                        json!({"cleared": code.as_ref()}),
-                        out,
-                    );
+                    st.health.error_reported(c);
                 }
+                let details = if *active {
+                    json!({"error_code": code.as_ref(), "source": "NotifyEvent"})
+                } else {
+                    json!({"cleared": code.as_ref()})
+                };
+                set_faulted(&mut st.book, &subject, conn_key, t, *active, details, out);
             }
             EventKind::TransactionStop {
                 transaction_id,
@@ -686,6 +660,38 @@ impl ChargerStages {
             }
         }
         st.now = st.now.max(t);
+    }
+}
+
+/// Opens (`faulted`) or resolves `connector_faulted` on a connector (None: the charger).
+fn set_faulted(
+    book: &mut AnomalyBook,
+    subject: &Subject,
+    connector: Option<u32>,
+    at: Millis,
+    faulted: bool,
+    details: serde_json::Value,
+    out: &mut Vec<Output>,
+) {
+    if faulted {
+        book.open(
+            subject,
+            AnomalyKind::ConnectorFaulted,
+            connector,
+            at,
+            Severity::Critical,
+            details,
+            out,
+        );
+    } else {
+        book.resolve(
+            subject,
+            AnomalyKind::ConnectorFaulted,
+            connector,
+            at,
+            details,
+            out,
+        );
     }
 }
 

@@ -140,6 +140,15 @@ impl ChargerHealth {
         self.charger_errors += 1;
     }
 
+    /// An error report on connector `c` (0: the charger itself).
+    pub fn error_reported(&mut self, c: u32) {
+        if c == 0 {
+            self.charger_error();
+        } else {
+            self.connector(c).error_reported();
+        }
+    }
+
     /// A message arrived at `at`: counts its heartbeat slot.
     pub fn message_seen(&mut self, at: Millis, heartbeat_interval: Millis) {
         let slot = at.div_euclid(heartbeat_interval.max(1000));
