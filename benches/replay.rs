@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use evflow::config::{DataflowConfig, SimulatorConfig, SourceConfig};
 use evflow::metrics::Metrics;
+use evflow::ocpp::schema::SchemaSet;
 use evflow::ocpp::{DecodeOptions, DecodeStats, Decoder};
 use evflow::sources::simulator::{write_all, Fleet};
 
@@ -106,35 +107,48 @@ fn main() {
     let pipeline_rss = proc_field("/proc/self/status", "VmHWM:").unwrap_or(0) as f64 / 1024.0;
     println!("peak RSS of the pipeline runs: {pipeline_rss:.0} MB (VmHWM)");
 
-    // The decoder alone, one thread.
+    // The decoder alone, one thread: tolerant (the default), then strict (every CALL payload
+    // validated against its OCPP JSON schema first).
     let data = std::fs::read(&traffic).expect("read traffic");
-    let mut decoder = Decoder::new(DecodeOptions {
-        max_clock_skew: 300_000,
-        max_delivery_delay: 7 * 86_400_000,
-    });
-    let (mut events, mut dead, mut stats) =
-        (Vec::with_capacity(8192), Vec::new(), DecodeStats::default());
-    let (t0, c0) = (Instant::now(), cpu_seconds());
-    let mut n_events = 0usize;
-    for (i, line) in data
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        decoder.decode_line(i as u64, line, &mut events, &mut dead, &mut stats);
-        if events.len() >= 8192 {
-            n_events += events.len();
-            events.clear();
+    for strict in [false, true] {
+        let mut decoder = Decoder::new(DecodeOptions {
+            max_clock_skew: 300_000,
+            max_delivery_delay: 7 * 86_400_000,
+        })
+        .with_strict(strict);
+        let (mut events, mut dead, mut stats) =
+            (Vec::with_capacity(8192), Vec::new(), DecodeStats::default());
+        let (t0, c0) = (Instant::now(), cpu_seconds());
+        let mut n_events = 0usize;
+        for (i, line) in data
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            decoder.decode_line(i as u64, line, &mut events, &mut dead, &mut stats);
+            if events.len() >= 8192 {
+                n_events += events.len();
+                events.clear();
+            }
         }
+        n_events += events.len();
+        let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
+        println!(
+            "decode only{}: {n_events} events, {:.0} MB in {wall:.2} s: {:.0} events/s, {:.0} events/CPU-s, {:.0} MB/s; {} dead letters",
+            if strict { ", strict" } else { "" },
+            bytes as f64 / 1e6,
+            n_events as f64 / wall,
+            n_events as f64 / cpu.max(1e-9),
+            bytes as f64 / 1e6 / wall,
+            dead.len()
+        );
     }
-    n_events += events.len();
-    let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
+    // Strict mode's start-up cost if every schema were needed at once (they compile lazily).
+    let t0 = Instant::now();
+    let n = SchemaSet::new().compile_all().expect("schemas compile");
     println!(
-        "decode only:   {n_events} events, {:.0} MB in {wall:.2} s: {:.0} events/s, {:.0} events/CPU-s, {:.0} MB/s",
-        bytes as f64 / 1e6,
-        n_events as f64 / wall,
-        n_events as f64 / cpu.max(1e-9),
-        bytes as f64 / 1e6 / wall
+        "compiling all {n} OCPP schemas: {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1e3
     );
     drop(data);
 }

@@ -11,6 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Millis;
+use crate::ocpp::{ChargePointVersions, OcppVersion};
 use crate::time::{parse_duration, parse_rfc3339};
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +92,11 @@ impl<'de> Deserialize<'de> for Dec {
 #[serde(deny_unknown_fields)]
 pub struct DataflowConfig {
     pub name: Option<String>,
+    /// Strict mode: CALL payloads that violate their action's official OCPP JSON schema are
+    /// dead-lettered (`schema_violation`) instead of decoded. A top-level key (before any
+    /// `[section]`); `evflow run --strict` sets it.
+    #[serde(default)]
+    pub strict: bool,
     pub source: SourceConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
@@ -278,6 +284,11 @@ pub struct Station {
     pub max_power_w: Option<f64>,
     #[serde(default)]
     pub connectors: Option<u32>,
+    /// The OCPP version the charge point speaks (`"1.6"`, `"2.0.1"`, `"ocpp1.6"`,
+    /// `"ocpp2.0.1"`); absent: detected per frame (docs/ocpp.md). An envelope's own
+    /// `ocpp_version` wins over this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocpp_version: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -326,8 +337,28 @@ impl Registry {
                     s.charge_point_id
                 ));
             }
+            if let Some(v) = s.ocpp_version.as_deref() {
+                if OcppVersion::parse(v).is_none() {
+                    return Err(format!(
+                        "station {:?}: ocpp_version {v:?} is not one of {:?}",
+                        s.charge_point_id,
+                        OcppVersion::NAMES
+                    ));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The OCPP version of every station that names one, for the decoder.
+    pub fn ocpp_versions(&self) -> ChargePointVersions {
+        self.stations
+            .iter()
+            .filter_map(|s| {
+                let v = OcppVersion::parse(s.ocpp_version.as_deref()?)?;
+                Some((s.charge_point_id.as_str().into(), v))
+            })
+            .collect()
     }
 }
 
@@ -643,6 +674,10 @@ mod tests {
         assert_eq!(cfg.revenue.window, Duration(3_600_000));
         assert_eq!(cfg.anomalies.missed_heartbeats, 2.0);
         assert_eq!(cfg.metrics.addr, "127.0.0.1:9464");
+        assert!(!cfg.strict);
+        let cfg: DataflowConfig =
+            toml::from_str("strict = true\n[source]\nkind = \"file\"\npath = \"x\"\n").unwrap();
+        assert!(cfg.strict);
     }
 
     #[test]
@@ -667,6 +702,31 @@ mod tests {
         assert_eq!(cfg.tariffs[0].energy_per_kwh.0.to_string(), "0.1");
         assert_eq!(cfg.tariffs[0].session_fee.0.to_string(), "0.30");
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn station_ocpp_versions_are_validated_and_mapped() {
+        let r: Registry = serde_json::from_str(
+            r#"{"stations": [
+                {"charge_point_id": "A", "site_id": "S", "ocpp_version": "2.0.1"},
+                {"charge_point_id": "B", "site_id": "S", "ocpp_version": "ocpp1.6"},
+                {"charge_point_id": "C", "site_id": "S"}]}"#,
+        )
+        .unwrap();
+        r.validate().unwrap();
+        let v = r.ocpp_versions();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v.get("A"), Some(&OcppVersion::V201));
+        assert_eq!(v.get("B"), Some(&OcppVersion::V16));
+        // Absent stays absent when written back (the registry schema has no null for it).
+        assert!(!serde_json::to_string(&r.stations[2])
+            .unwrap()
+            .contains("ocpp_version"));
+        let bad: Registry = serde_json::from_str(
+            r#"{"stations": [{"charge_point_id": "A", "site_id": "S", "ocpp_version": "2.0"}]}"#,
+        )
+        .unwrap();
+        assert!(bad.validate().unwrap_err().contains("ocpp_version"));
     }
 
     #[test]

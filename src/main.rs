@@ -1,4 +1,4 @@
-//! The `evflow` command line: `run` a dataflow, `simulate` a fleet to a file.
+//! The `evflow` command line: `run` a dataflow, `simulate` a fleet to a file, `price` a CDR.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,10 @@ enum Command {
         /// Keep earlier outputs in the output directory and add to them.
         #[arg(long)]
         append: bool,
+        /// Strict mode: dead-letter CALLs whose payload violates the official OCPP JSON schema
+        /// of their action (`schema_violation`), as the dataflow's `strict = true` does.
+        #[arg(long)]
+        strict: bool,
     },
     /// Write a simulated fleet's OCPP traffic to a JSONL file.
     Simulate {
@@ -64,6 +68,19 @@ enum Command {
         #[arg(long)]
         no_faults: bool,
     },
+    /// Price an OCPI 2.2.1 CDR with an OCPI tariff; prints the CDR with its totals (JSON).
+    Price {
+        /// The OCPI Tariff (JSON).
+        #[arg(long)]
+        tariff: PathBuf,
+        /// The OCPI CDR (JSON); its charging periods are priced.
+        #[arg(long)]
+        cdr: PathBuf,
+        /// The location's IANA time zone (e.g. Europe/Amsterdam) for the tariff's times of day
+        /// [default: the CDR's cdr_location.time_zone, else UTC].
+        #[arg(long)]
+        time_zone: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -83,6 +100,7 @@ fn main() -> Result<()> {
             workers,
             metrics_addr,
             append,
+            strict,
         } => {
             let mut cfg = DataflowConfig::load(&dataflow)?;
             if let Some(path) = input {
@@ -97,6 +115,7 @@ fn main() -> Result<()> {
             if let Some(addr) = metrics_addr {
                 cfg.metrics.addr = addr;
             }
+            cfg.strict |= strict;
             cfg.validate()?;
             if !append {
                 clear_outputs(&cfg.output.dir)?;
@@ -109,9 +128,10 @@ fn main() -> Result<()> {
                 tracing::info!("metrics on http://{addr}/metrics");
             }
             tracing::info!(
-                "running {} with {} worker(s), output in {}",
+                "running {} with {} worker(s){}, output in {}",
                 cfg.name.as_deref().unwrap_or("dataflow"),
                 cfg.pipeline.workers,
+                if cfg.strict { ", strict" } else { "" },
                 cfg.output.dir.display()
             );
             let report = dataflow::run(&cfg, &metrics)?;
@@ -158,6 +178,21 @@ fn main() -> Result<()> {
                 "wrote {n} lines for {chargers} chargers over {hours} h to {}",
                 out.display()
             );
+        }
+        Command::Price {
+            tariff,
+            cdr,
+            time_zone,
+        } => {
+            let read = |p: &Path| {
+                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+            };
+            let priced = evflow::tariff::ocpi::price_cdr_document(
+                &read(&tariff)?,
+                &read(&cdr)?,
+                time_zone.as_deref(),
+            )?;
+            println!("{priced}");
         }
     }
     Ok(())

@@ -35,6 +35,7 @@ pub struct Metrics {
     pub clock_skew_events: Counter,
     pub orphan_stops: Counter,
     pub duplicate_frames: Counter,
+    pub ocpp_quirks: Family<Labels, Counter>,
     pub watermark: FloatGauge,
     pub watermark_lag: FloatGauge,
     pub chargers: Gauge,
@@ -99,6 +100,11 @@ impl Metrics {
             "duplicate_frames",
             "Verbatim repeats of a frame already received from the charger (retries), dropped",
             m.duplicate_frames.clone(),
+        );
+        r.register(
+            "ocpp_quirks",
+            "Tolerated deviations from OCPP in decoded frames (real chargers' quirks), by quirk",
+            m.ocpp_quirks.clone(),
         );
         r.register(
             "watermark_timestamp_seconds",
@@ -171,6 +177,9 @@ impl Metrics {
         ] {
             let _ = m.events_ignored.get_or_create(&label("action", a));
         }
+        for q in crate::ocpp::v16::quirk::ALL {
+            let _ = m.ocpp_quirks.get_or_create(&label("quirk", *q));
+        }
         for r in crate::model::DeadLetterReason::ALL {
             let _ = m.decode_errors.get_or_create(&label("reason", r.as_str()));
         }
@@ -197,6 +206,7 @@ impl Metrics {
             clock_skew_events: m.clock_skew_events,
             orphan_stops: m.orphan_stops,
             duplicate_frames: m.duplicate_frames,
+            ocpp_quirks: m.ocpp_quirks,
             watermark: m.watermark,
             watermark_lag: m.watermark_lag,
             chargers: m.chargers,
@@ -275,6 +285,7 @@ struct MetricsBuilder {
     clock_skew_events: Counter,
     orphan_stops: Counter,
     duplicate_frames: Counter,
+    ocpp_quirks: Family<Labels, Counter>,
     watermark: FloatGauge,
     watermark_lag: FloatGauge,
     chargers: Gauge,

@@ -526,10 +526,12 @@ pub enum DeadLetterReason {
     UnknownAction,
     /// The payload does not have the shape the action requires.
     BadPayload,
+    /// Strict mode: the CALL's payload violates its action's official OCPP JSON schema.
+    SchemaViolation,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 7] = [
+    pub const ALL: [DeadLetterReason; 8] = [
         DeadLetterReason::InvalidJson,
         DeadLetterReason::BadEnvelope,
         DeadLetterReason::MissingChargePoint,
@@ -537,6 +539,7 @@ impl DeadLetterReason {
         DeadLetterReason::NotAFrame,
         DeadLetterReason::UnknownAction,
         DeadLetterReason::BadPayload,
+        DeadLetterReason::SchemaViolation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -548,6 +551,7 @@ impl DeadLetterReason {
             DeadLetterReason::NotAFrame => "not_a_frame",
             DeadLetterReason::UnknownAction => "unknown_action",
             DeadLetterReason::BadPayload => "bad_payload",
+            DeadLetterReason::SchemaViolation => "schema_violation",
         }
     }
 }

@@ -21,6 +21,7 @@ pub const DOCUMENTED: &[&str] = &[
     "evflow_clock_skew_events_total",
     "evflow_orphan_stops_total",
     "evflow_duplicate_frames_total",
+    "evflow_ocpp_quirks_total",
     "evflow_watermark_timestamp_seconds",
     "evflow_watermark_lag_seconds",
     "evflow_chargers",

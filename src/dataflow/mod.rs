@@ -170,7 +170,9 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         let mut decoder = Decoder::new(DecodeOptions {
             max_clock_skew: cfg.pipeline.max_clock_skew.0,
             max_delivery_delay: cfg.pipeline.max_delivery_delay.0,
-        });
+        })
+        .with_versions(registry.ocpp_versions())
+        .with_strict(cfg.strict);
         let mut progress = (index == 0).then(|| Progress::new(source.progress()));
         let mut chunk = Chunk::default();
         let mut events: Vec<Event> = Vec::new();
@@ -280,6 +282,11 @@ fn record_stats(m: &Metrics, s: &DecodeStats) {
         m.dead_letters.inc_by(*c);
     }
     m.clock_skew_events.inc_by(s.clock_skew);
+    for (quirk, c) in &s.quirks {
+        m.ocpp_quirks
+            .get_or_create(&label("quirk", *quirk))
+            .inc_by(*c);
+    }
 }
 
 fn write_labels(fleet: &Fleet, path: &std::path::Path) -> Result<(), DataflowError> {

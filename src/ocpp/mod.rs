@@ -1,7 +1,8 @@
 //! OCPP-J decoding: envelope lines → normalised [`Event`]s or [`DeadLetter`]s.
 //!
-//! Owns: the envelope format, OCPP-J frame parsing, per-version payload decoding (`v16`; 2.0.1
-//! slots in beside it), unit normalisation, and the decode statistics. Pure: no I/O, no
+//! Owns: the envelope format, OCPP-J frame parsing, the choice of OCPP version per frame
+//! ([`OcppVersion`]), per-version payload decoding (`v16`, `v201`, sharing `sample` and
+//! `units`), and the decode statistics. Pure: no I/O, no
 //! dataflow state. Everything borrowed from the input line is copied out only where an event
 //! must own it (interned ids and tags), so decoding allocates almost nothing per event.
 //!
@@ -9,8 +10,11 @@
 //! OCPP action evflow has no use for), or a dead letter with its reason.
 
 pub mod frame;
+pub(crate) mod sample;
+pub mod schema;
 pub mod units;
 pub mod v16;
+pub mod v201;
 
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
@@ -34,12 +38,18 @@ struct Envelope<'a> {
     charge_point_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     message: Option<&'a RawValue>,
+    /// Optional: the OCPP version of the frame (`"1.6"`, `"2.0.1"`, `"ocpp1.6"`,
+    /// `"ocpp2.0.1"`), as a backend that knows the WebSocket subprotocol records it.
+    #[serde(borrow, default)]
+    ocpp_version: Option<Cow<'a, str>>,
 }
 
 /// Interns strings that recur (charge point ids, id tags, vendors) so events share them.
 #[derive(Default)]
 pub struct Interner {
     set: FxHashSet<Arc<str>>,
+    /// Reused by [`Interner::intern_concat`].
+    buf: String,
 }
 
 impl Interner {
@@ -56,6 +66,16 @@ impl Interner {
         }
         let a: Arc<str> = Arc::from(s);
         self.set.insert(a.clone());
+        a
+    }
+
+    /// Interns the concatenation of `parts`, without allocating when it is interned already.
+    pub fn intern_concat(&mut self, parts: &[&str]) -> Arc<str> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        parts.iter().for_each(|p| buf.push_str(p));
+        let a = self.intern(&buf);
+        self.buf = buf;
         a
     }
 }
@@ -81,6 +101,190 @@ impl DecodeError {
             message: message.into(),
         }
     }
+
+    /// Says which version a payload was read as, and why, when it did not fit.
+    fn in_version(mut self, version: OcppVersion, by: VersionSource) -> Self {
+        if self.reason == DeadLetterReason::BadPayload {
+            self.message = format!(
+                "{} (read as OCPP {}, {})",
+                self.message,
+                version.as_str(),
+                by.as_str()
+            );
+        }
+        self
+    }
+}
+
+/// The OCPP version a CALL is decoded as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OcppVersion {
+    V16 = 0,
+    V201 = 1,
+}
+
+impl OcppVersion {
+    /// The names accepted in the envelope's and the registry's `ocpp_version`.
+    pub const NAMES: [&'static str; 4] = ["1.6", "2.0.1", "ocpp1.6", "ocpp2.0.1"];
+
+    pub fn parse(s: &str) -> Option<OcppVersion> {
+        match s {
+            "1.6" | "ocpp1.6" => Some(OcppVersion::V16),
+            "2.0.1" | "ocpp2.0.1" => Some(OcppVersion::V201),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OcppVersion::V16 => "1.6",
+            OcppVersion::V201 => "2.0.1",
+        }
+    }
+}
+
+/// The OCPP version of each charge point whose version is configured (the station registry's
+/// `ocpp_version`); the others are detected per frame.
+pub type ChargePointVersions = FxHashMap<Box<str>, OcppVersion>;
+
+/// Where a frame's version came from (reported in `bad_payload` messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VersionSource {
+    Envelope,
+    Registry,
+    Detected,
+}
+
+impl VersionSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            VersionSource::Envelope => "as the envelope's ocpp_version says",
+            VersionSource::Registry => "as the station registry says",
+            VersionSource::Detected => "detected from the action and payload",
+        }
+    }
+}
+
+/// The version of a CALL whose version nobody declared, from its action and payload: actions
+/// of one version only decide; for the actions both versions share, the first top-level key
+/// that only one version has (BootNotification `chargingStation`/`reason` vs
+/// `chargePointVendor`/`chargePointModel`, StatusNotification `connectorStatus`/`evseId` vs
+/// `status`/`errorCode`, MeterValues `evseId` vs `connectorId`/`transactionId`, Authorize
+/// `idToken` vs `idTag`). Anything else — Heartbeat, the shared actions evflow ignores, a
+/// payload with neither kind of key — is read as 1.6.
+pub fn detect_version(action: &str, payload: &str) -> OcppVersion {
+    use OcppVersion::*;
+    let (v201_keys, v16_keys): (&[&str], &[&str]) = match action {
+        "BootNotification" => (
+            &["chargingStation", "reason"],
+            &["chargePointVendor", "chargePointModel"],
+        ),
+        "StatusNotification" => (&["connectorStatus", "evseId"], &["status", "errorCode"]),
+        "MeterValues" => (&["evseId"], &["connectorId", "transactionId"]),
+        "Authorize" => (&["idToken"], &["idTag"]),
+        a if v16::ACTIONS_V201_ONLY.contains(&a) => return V201,
+        _ => return V16,
+    };
+    first_top_level_key(payload, |k| {
+        if v201_keys.contains(&k) {
+            Some(V201)
+        } else if v16_keys.contains(&k) {
+            Some(V16)
+        } else {
+            None
+        }
+    })
+    .unwrap_or(V16)
+}
+
+/// Calls `f` on the top-level keys of a JSON object, in order, until it returns `Some`.
+/// `json` is valid JSON (a payload serde_json has already checked), so a byte scan that skips
+/// strings and nested values suffices: no parsing, no allocation, and it stops at the first
+/// decisive key.
+fn first_top_level_key<T>(json: &str, mut f: impl FnMut(&str) -> Option<T>) -> Option<T> {
+    let b = json.as_bytes();
+    let ws = |mut i: usize| {
+        while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    // Index of the quote that ends the string whose contents start at `i`.
+    let string_end = |mut i: usize| {
+        while let Some(&c) = b.get(i) {
+            match c {
+                b'\\' => i += 2,
+                b'"' => return Some(i),
+                _ => i += 1,
+            }
+        }
+        None
+    };
+    let mut i = ws(0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    loop {
+        i = ws(i);
+        if b.get(i) != Some(&b'"') {
+            return None; // `}`: no more keys
+        }
+        let end = string_end(i + 1)?;
+        if let Some(t) = f(&json[i + 1..end]) {
+            return Some(t);
+        }
+        i = ws(end + 1);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        // Skip the value: up to the `,` or `}` of this object.
+        i += 1;
+        let mut depth = 0usize;
+        loop {
+            match *b.get(i)? {
+                b'"' => i = string_end(i + 1)?,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' if depth == 0 => return None,
+                b'}' | b']' => depth -= 1,
+                b',' if depth == 0 => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+}
+
+/// CALLRESULT `transactionId`: the integer of a 1.6 StartTransaction.conf is kept; a string
+/// (2.0.1's RequestStartTransaction response) correlates with nothing evflow waits for and is
+/// dropped rather than dead-lettering the frame.
+pub(crate) fn integer_transaction_id<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<i64>, D::Error> {
+    use serde::de::{Error, Unexpected, Visitor};
+    struct Id;
+    impl Visitor<'_> for Id {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer (OCPP 1.6) or a string (OCPP 2.0.1)")
+        }
+        fn visit_i64<E: Error>(self, n: i64) -> Result<Self::Value, E> {
+            Ok(Some(n))
+        }
+        fn visit_u64<E: Error>(self, n: u64) -> Result<Self::Value, E> {
+            i64::try_from(n)
+                .map(Some)
+                .map_err(|_| E::invalid_value(Unexpected::Unsigned(n), &self))
+        }
+        fn visit_str<E: Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Id)
 }
 
 /// Counts of what decoding saw, per chunk; folded into metrics by the caller.
@@ -92,6 +296,11 @@ pub struct DecodeStats {
     pub dead_by_reason: FxHashMap<DeadLetterReason, u64>,
     /// Events whose charger timestamp was replaced by the receive time (clock skew).
     pub clock_skew: u64,
+    /// CALL frames by the OCPP version they were read as ([`OcppVersion`] as index),
+    /// dead-lettered ones included.
+    pub calls_by_version: [u64; 2],
+    /// Tolerated deviations from the protocol in decoded lines, by quirk (`v16::quirk`).
+    pub quirks: FxHashMap<&'static str, u64>,
     pub max_event_time: Option<Millis>,
 }
 
@@ -102,6 +311,8 @@ impl DecodeStats {
         self.ignored_by_action.clear();
         self.dead_by_reason.clear();
         self.clock_skew = 0;
+        self.calls_by_version = [0; 2];
+        self.quirks.clear();
         self.max_event_time = None;
     }
 }
@@ -122,6 +333,12 @@ pub struct Decoder {
     pub interner: Interner,
     /// Reused between lines so that decoding does not allocate a vector per line.
     scratch: Vec<Partial>,
+    /// Configured OCPP versions per charge point (see [`Decoder::with_versions`]).
+    versions: ChargePointVersions,
+    /// Quirks of the line being decoded; counted only if it decodes.
+    quirks: Vec<&'static str>,
+    /// Strict mode (see [`Decoder::with_strict`]): the schemas CALL payloads must satisfy.
+    strict: Option<&'static schema::SchemaSet>,
 }
 
 /// What a CALL's payload decoder hands back: events without the envelope's fields filled in.
@@ -144,6 +361,42 @@ impl Decoder {
             options,
             interner: Interner::default(),
             scratch: Vec::new(),
+            versions: ChargePointVersions::default(),
+            quirks: Vec::new(),
+            strict: None,
+        }
+    }
+
+    /// Strict mode: every CALL's payload is validated against the official JSON schema of its
+    /// action's request in the frame's OCPP version before it is decoded; a violation is
+    /// dead-lettered as `schema_violation`. (CALLRESULTs and CALLERRORs are not validated: a
+    /// CALLRESULT's schema depends on the CALL it answers.) Off by default.
+    pub fn with_strict(mut self, strict: bool) -> Self {
+        self.strict = strict.then(schema::SchemaSet::embedded);
+        self
+    }
+
+    /// Sets the OCPP version of the charge points the registry names one for. A frame's own
+    /// `ocpp_version` (envelope) still wins; charge points in neither are detected per frame
+    /// ([`detect_version`]).
+    pub fn with_versions(mut self, versions: ChargePointVersions) -> Self {
+        self.versions = versions;
+        self
+    }
+
+    fn version_for(
+        &self,
+        declared: Option<OcppVersion>,
+        cp: &str,
+        action: &str,
+        payload: &str,
+    ) -> (OcppVersion, VersionSource) {
+        if let Some(v) = declared {
+            (v, VersionSource::Envelope)
+        } else if let Some(v) = self.versions.get(cp) {
+            (*v, VersionSource::Registry)
+        } else {
+            (detect_version(action, payload), VersionSource::Detected)
         }
     }
 
@@ -158,8 +411,12 @@ impl Decoder {
     ) {
         stats.lines += 1;
         let before = events.len();
+        self.quirks.clear();
         match self.decode_inner(seq, line, events, stats) {
             Ok(()) => {
+                for q in self.quirks.drain(..) {
+                    *stats.quirks.entry(q).or_default() += 1;
+                }
                 for e in &events[before..] {
                     *stats.events_by_action.entry(e.kind.name()).or_default() += 1;
                     stats.max_event_time = Some(
@@ -216,6 +473,15 @@ impl Decoder {
         let message = env.message.ok_or_else(|| {
             DecodeError::new(DeadLetterReason::BadEnvelope, "envelope has no message")
         })?;
+        let declared = match env.ocpp_version.as_deref() {
+            None => None,
+            Some(s) => Some(OcppVersion::parse(s).ok_or_else(|| {
+                DecodeError::new(
+                    DeadLetterReason::BadEnvelope,
+                    format!("ocpp_version {s:?} is not one of {:?}", OcppVersion::NAMES),
+                )
+            })?),
+        };
         let frame: Frame = serde_json::from_str(message.get())
             .map_err(|e| DecodeError::new(DeadLetterReason::NotAFrame, e.to_string()))?;
 
@@ -228,13 +494,35 @@ impl Decoder {
                 action,
                 payload,
             } => {
-                let outcome = v16::decode_call(
-                    &action,
-                    message_id(&id),
-                    payload.get(),
-                    &mut self.interner,
-                    &mut partials,
-                )?;
+                let (version, by) = self.version_for(declared, cp, &action, payload.get());
+                stats.calls_by_version[version as usize] += 1;
+                if let Some(schemas) = self.strict {
+                    schema::check_call(schemas, version, &action, payload.get())?;
+                }
+                let outcome = match version {
+                    OcppVersion::V16 if v201::DECODED_V201_ONLY.contains(&&*action) => {
+                        Err(DecodeError::new(
+                            DeadLetterReason::BadPayload,
+                            format!("{action} is an OCPP 2.0.1 action, not OCPP 1.6"),
+                        ))
+                    }
+                    OcppVersion::V16 => v16::decode_call(
+                        &action,
+                        message_id(&id),
+                        payload.get(),
+                        &mut self.interner,
+                        &mut partials,
+                        &mut self.quirks,
+                    ),
+                    OcppVersion::V201 => v201::decode_call(
+                        &action,
+                        message_id(&id),
+                        payload.get(),
+                        &mut self.interner,
+                        &mut partials,
+                    ),
+                }
+                .map_err(|e| e.in_version(version, by))?;
                 if let ActionOutcome::Ignored = outcome {
                     *stats
                         .ignored_by_action
@@ -266,8 +554,8 @@ impl Decoder {
             let o = &self.options;
             let event_time = match p.event_time {
                 Some(t)
-                    if t <= receive_time + o.max_clock_skew
-                        && t >= receive_time - o.max_delivery_delay =>
+                    if t <= receive_time.saturating_add(o.max_clock_skew)
+                        && t >= receive_time.saturating_sub(o.max_delivery_delay) =>
                 {
                     t
                 }
@@ -294,7 +582,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ConnectorStatus, ErrorCode, TransactionId};
+    use crate::model::{ConnectorStatus, ErrorCode, SampleContext, TransactionId};
 
     fn decode(line: &str) -> (Vec<Event>, Vec<DeadLetter>, DecodeStats) {
         let mut d = Decoder::new(DecodeOptions {
@@ -496,5 +784,337 @@ mod tests {
         );
         assert_eq!(ev[0].event_time, ev[0].receive_time);
         assert_eq!(st.clock_skew, 1);
+    }
+
+    fn decoder_with(versions: &[(&str, OcppVersion)]) -> Decoder {
+        Decoder::new(DecodeOptions {
+            max_clock_skew: 5 * 60_000,
+            max_delivery_delay: 7 * 86_400_000,
+        })
+        .with_versions(versions.iter().map(|(c, v)| ((*c).into(), *v)).collect())
+    }
+
+    fn decode_with(d: &mut Decoder, line: &str) -> (Vec<Event>, Vec<DeadLetter>, DecodeStats) {
+        let (mut ev, mut dl, mut st) = (vec![], vec![], DecodeStats::default());
+        d.decode_line(7, line.as_bytes(), &mut ev, &mut dl, &mut st);
+        (ev, dl, st)
+    }
+
+    fn envelope(cp: &str, version: Option<&str>, message: serde_json::Value) -> String {
+        let mut e = serde_json::json!({"timestamp": "2026-01-05T08:00:01Z", "charge_point_id": cp, "message": message});
+        if let Some(v) = version {
+            e["ocpp_version"] = v.into();
+        }
+        e.to_string()
+    }
+
+    const STATUS_16: &str = r#"{"connectorId":1,"errorCode":"NoError","status":"Available","timestamp":"2026-01-05T08:00:00Z"}"#;
+    const STATUS_201: &str = r#"{"timestamp":"2026-01-05T08:00:00Z","connectorStatus":"Available","evseId":1,"connectorId":1}"#;
+
+    fn call(action: &str, payload: &str) -> serde_json::Value {
+        serde_json::json!([
+            2,
+            "m1",
+            action,
+            serde_json::from_str::<serde_json::Value>(payload).unwrap()
+        ])
+    }
+
+    #[test]
+    fn the_version_is_detected_from_the_action_and_payload() {
+        use OcppVersion::*;
+        for (action, payload, want) in [
+            ("TransactionEvent", "{}", V201),
+            ("NotifyEvent", "{}", V201),
+            ("NotifyReport", "{}", V201),
+            ("StartTransaction", "{}", V16),
+            ("StopTransaction", "{}", V16),
+            ("DiagnosticsStatusNotification", "{}", V16),
+            ("Heartbeat", "{}", V16),
+            ("DataTransfer", r#"{"vendorId":"x","evseId":1}"#, V16),
+            (
+                "BootNotification",
+                r#"{"reason":"PowerUp","chargingStation":{}}"#,
+                V201,
+            ),
+            (
+                "BootNotification",
+                r#"{"chargePointVendor":"a","chargePointModel":"b"}"#,
+                V16,
+            ),
+            ("StatusNotification", STATUS_201, V201),
+            ("StatusNotification", STATUS_16, V16),
+            ("MeterValues", r#"{ "evseId" : 1, "meterValue": []}"#, V201),
+            ("MeterValues", r#"{"connectorId":1,"meterValue":[]}"#, V16),
+            (
+                "Authorize",
+                r#"{"idToken":{"idToken":"A","type":"Local"}}"#,
+                V201,
+            ),
+            ("Authorize", r#"{"idTag":"A"}"#, V16),
+            // Keys inside nested values and strings do not count; the first decisive one does.
+            (
+                "MeterValues",
+                r#"{"meterValue":[{"evseId":1}],"x":"\"evseId\":{","connectorId":2,"evseId":1}"#,
+                V16,
+            ),
+            (
+                "Authorize",
+                r#"{"customData":{"idToken":1,"a":[{"b":"}"}]},"idTag":"A"}"#,
+                V16,
+            ),
+            // Neither kind of key: 1.6, whose decoder then says what is missing.
+            ("StatusNotification", r#"{"foo":1}"#, V16),
+            ("StatusNotification", "{}", V16),
+        ] {
+            assert_eq!(detect_version(action, payload), want, "{action} {payload}");
+        }
+    }
+
+    #[test]
+    fn both_versions_decode_side_by_side() {
+        let mut d = decoder_with(&[]);
+        let (ev, dl, st) = decode_with(
+            &mut d,
+            &envelope("CP-16", None, call("StatusNotification", STATUS_16)),
+        );
+        assert!(dl.is_empty() && ev.len() == 1);
+        assert_eq!(st.calls_by_version, [1, 0]);
+        let (ev2, dl, st) = decode_with(
+            &mut d,
+            &envelope("CP-201", None, call("StatusNotification", STATUS_201)),
+        );
+        assert!(dl.is_empty(), "{dl:?}");
+        assert_eq!(st.calls_by_version, [0, 1]);
+        // The same status change, whatever the version.
+        assert_eq!(ev[0].kind, ev2[0].kind);
+        assert_eq!(ev[0].event_time, ev2[0].event_time);
+    }
+
+    #[test]
+    fn the_envelope_wins_over_the_registry_which_wins_over_detection() {
+        let mut d = decoder_with(&[("CP-201", OcppVersion::V201)]);
+        // The registry says 2.0.1: a 1.6-shaped payload does not fit.
+        let (ev, dl, st) = decode_with(
+            &mut d,
+            &envelope("CP-201", None, call("StatusNotification", STATUS_16)),
+        );
+        assert!(ev.is_empty());
+        assert_eq!(dl[0].reason, DeadLetterReason::BadPayload);
+        assert!(
+            dl[0].error.contains("connectorStatus")
+                && dl[0].error.contains("OCPP 2.0.1")
+                && dl[0].error.contains("registry"),
+            "{}",
+            dl[0].error
+        );
+        assert_eq!(st.calls_by_version, [0, 1]);
+        // … unless the frame itself says 1.6.
+        for v in ["1.6", "ocpp1.6"] {
+            let (ev, dl, _) = decode_with(
+                &mut d,
+                &envelope("CP-201", Some(v), call("StatusNotification", STATUS_16)),
+            );
+            assert!(dl.is_empty() && ev.len() == 1, "{v}: {dl:?}");
+        }
+        // The envelope's version is not second-guessed by the payload's shape.
+        let (_, dl, _) = decode_with(
+            &mut d,
+            &envelope(
+                "CP-X",
+                Some("ocpp2.0.1"),
+                call("StatusNotification", STATUS_16),
+            ),
+        );
+        assert!(dl[0].error.contains("envelope"), "{}", dl[0].error);
+        let (ev, dl, _) = decode_with(
+            &mut d,
+            &envelope(
+                "CP-X",
+                Some("2.0.1"),
+                call("StatusNotification", STATUS_201),
+            ),
+        );
+        assert!(dl.is_empty() && ev.len() == 1);
+    }
+
+    #[test]
+    fn actions_of_the_other_version_do_not_fit() {
+        let mut d = decoder_with(&[("CP-16", OcppVersion::V16), ("CP-201", OcppVersion::V201)]);
+        let te = call(
+            "TransactionEvent",
+            r#"{"eventType":"Started","timestamp":"2026-01-05T08:00:00Z","triggerReason":"Authorized","seqNo":0,"transactionInfo":{"transactionId":"T"}}"#,
+        );
+        let (_, dl, _) = decode_with(&mut d, &envelope("CP-16", None, te.clone()));
+        assert_eq!(dl[0].reason, DeadLetterReason::BadPayload);
+        assert!(dl[0].error.contains("2.0.1 action"), "{}", dl[0].error);
+        let (ev, dl, _) = decode_with(&mut d, &envelope("CP-201", None, te));
+        assert!(dl.is_empty() && ev.len() == 1);
+        let start = call(
+            "StartTransaction",
+            r#"{"connectorId":1,"idTag":"T","meterStart":0,"timestamp":"2026-01-05T08:00:00Z"}"#,
+        );
+        let (_, dl, _) = decode_with(&mut d, &envelope("CP-201", None, start));
+        assert_eq!(dl[0].reason, DeadLetterReason::BadPayload);
+        // Unused actions stay ignored, whichever version they belong to.
+        let (ev, dl, st) =
+            decode_with(&mut d, &envelope("CP-16", None, call("NotifyReport", "{}")));
+        assert!(ev.is_empty() && dl.is_empty());
+        assert_eq!(st.ignored_by_action.get("NotifyReport"), Some(&1));
+    }
+
+    #[test]
+    fn an_unknown_envelope_version_is_a_bad_envelope() {
+        for v in [r#""3.0""#, r#""2.0""#, "16"] {
+            let line = format!(
+                r#"{{"timestamp":"2026-01-05T08:00:00Z","charge_point_id":"CP","ocpp_version":{v},"message":[2,"a","Heartbeat",{{}}]}}"#
+            );
+            assert_eq!(dead_reason(&line), DeadLetterReason::BadEnvelope, "{v}");
+        }
+        let (ev, dl, _) = decode(
+            r#"{"timestamp":"2026-01-05T08:00:00Z","charge_point_id":"CP","ocpp_version":null,"message":[2,"a","Heartbeat",{}]}"#,
+        );
+        assert!(dl.is_empty() && ev.len() == 1);
+    }
+
+    #[test]
+    fn call_results_are_version_agnostic() {
+        // 2.0.1 BootNotification result: the heartbeat interval.
+        let (ev, dl, _) = decode(
+            r#"{"timestamp":"2026-01-05T08:00:00Z","charge_point_id":"CP","message":[3,"b1",{"currentTime":"2026-01-05T08:00:00Z","interval":300,"status":"Accepted"}]}"#,
+        );
+        assert!(dl.is_empty());
+        assert!(matches!(
+            ev[0].kind,
+            EventKind::CallResult {
+                heartbeat_interval_s: Some(300),
+                transaction_id: None,
+                ..
+            }
+        ));
+        // 2.0.1 RequestStartTransaction result: a string transaction id, nothing to correlate.
+        let (ev, dl, _) = decode(
+            r#"{"timestamp":"2026-01-05T08:00:00Z","charge_point_id":"CP","message":[3,"r1",{"status":"Accepted","transactionId":"f3a1c2d4-0001"}]}"#,
+        );
+        assert!(dl.is_empty(), "{dl:?}");
+        assert!(matches!(
+            ev[0].kind,
+            EventKind::CallResult {
+                transaction_id: None,
+                ..
+            }
+        ));
+        assert_eq!(
+            dead_reason(
+                r#"{"timestamp":"2026-01-05T08:00:00Z","charge_point_id":"CP","message":[3,"r1",{"transactionId":4.5}]}"#
+            ),
+            DeadLetterReason::BadPayload
+        );
+    }
+
+    #[test]
+    fn a_2_0_1_session_decodes_to_the_events_of_a_1_6_session() {
+        // What the stages need from a session — connector, start, energy registers, samples,
+        // stop — is the same; only the transaction id's type (and its CALLRESULT) differ.
+        let mut d = decoder_with(&[]);
+        let lines_16 = [
+            envelope(
+                "CP",
+                None,
+                call(
+                    "StartTransaction",
+                    r#"{"connectorId":1,"idTag":"TAG","meterStart":1000,"timestamp":"2026-01-05T08:00:00Z"}"#,
+                ),
+            ),
+            envelope(
+                "CP",
+                None,
+                call(
+                    "MeterValues",
+                    r#"{"connectorId":1,"transactionId":5,"meterValue":[{"timestamp":"2026-01-05T08:30:00Z","sampledValue":[{"value":"6.5","measurand":"Energy.Active.Import.Register","unit":"kWh"},{"value":"11000","measurand":"Power.Active.Import","unit":"W"}]}]}"#,
+                ),
+            ),
+            envelope(
+                "CP",
+                None,
+                call(
+                    "StopTransaction",
+                    r#"{"transactionId":5,"meterStop":12000,"timestamp":"2026-01-05T09:00:00Z","reason":"EVDisconnected"}"#,
+                ),
+            ),
+        ];
+        let lines_201 = [
+            envelope(
+                "CP",
+                None,
+                call(
+                    "TransactionEvent",
+                    r#"{"eventType":"Started","timestamp":"2026-01-05T08:00:00Z","triggerReason":"Authorized","seqNo":0,"transactionInfo":{"transactionId":"TX"},"idToken":{"idToken":"TAG","type":"ISO14443"},"evse":{"id":1,"connectorId":1},"meterValue":[{"timestamp":"2026-01-05T08:00:00Z","sampledValue":[{"value":1000,"context":"Transaction.Begin"}]}]}"#,
+                ),
+            ),
+            envelope(
+                "CP",
+                None,
+                call(
+                    "TransactionEvent",
+                    r#"{"eventType":"Updated","timestamp":"2026-01-05T08:30:00Z","triggerReason":"MeterValuePeriodic","seqNo":1,"transactionInfo":{"transactionId":"TX"},"evse":{"id":1},"meterValue":[{"timestamp":"2026-01-05T08:30:00Z","sampledValue":[{"value":6.5,"measurand":"Energy.Active.Import.Register","unitOfMeasure":{"unit":"kWh"}},{"value":11,"measurand":"Power.Active.Import","unitOfMeasure":{"unit":"W","multiplier":3}}]}]}"#,
+                ),
+            ),
+            envelope(
+                "CP",
+                None,
+                call(
+                    "TransactionEvent",
+                    r#"{"eventType":"Ended","timestamp":"2026-01-05T09:00:00Z","triggerReason":"EVCommunicationLost","seqNo":2,"transactionInfo":{"transactionId":"TX","stoppedReason":"EVDisconnected"},"meterValue":[{"timestamp":"2026-01-05T09:00:00Z","sampledValue":[{"value":12000,"context":"Transaction.End"}]}]}"#,
+                ),
+            ),
+        ];
+        let mut ev16 = vec![];
+        let mut ev201 = vec![];
+        for (lines, out) in [(&lines_16, &mut ev16), (&lines_201, &mut ev201)] {
+            for l in lines {
+                let (ev, dl, _) = decode_with(&mut d, l);
+                assert!(dl.is_empty(), "{dl:?}");
+                out.extend(ev.into_iter().map(|e| (e.event_time, e.kind)));
+            }
+        }
+        let start = |e: &[(Millis, EventKind)]| {
+            e.iter().find_map(|(t, k)| match k {
+                EventKind::TransactionStart {
+                    connector_id,
+                    id_tag,
+                    meter_start_wh,
+                    ..
+                } => Some((*t, *connector_id, id_tag.clone(), *meter_start_wh)),
+                _ => None,
+            })
+        };
+        let stop = |e: &[(Millis, EventKind)]| {
+            e.iter().find_map(|(t, k)| match k {
+                EventKind::TransactionStop {
+                    meter_stop_wh,
+                    reason,
+                    ..
+                } => Some((*t, *meter_stop_wh, reason.clone())),
+                _ => None,
+            })
+        };
+        let periodic = |e: &[(Millis, EventKind)]| {
+            e.iter()
+                .filter_map(|(t, k)| match k {
+                    EventKind::Meter { sample, .. }
+                        if sample.context == SampleContext::Periodic =>
+                    {
+                        Some((*t, *sample))
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(start(&ev16), start(&ev201));
+        assert!(start(&ev16).is_some());
+        assert_eq!(stop(&ev16), stop(&ev201));
+        assert_eq!(periodic(&ev16), periodic(&ev201));
+        assert_eq!(periodic(&ev16).len(), 1);
     }
 }

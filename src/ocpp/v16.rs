@@ -7,11 +7,12 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use super::units::{phase_index, to_base, Measurand};
+use super::sample::SampleFold;
+use super::units::{parse_value, Measurand};
 use super::{ActionOutcome, DecodeError, Interner, Partial};
 use crate::model::{
-    ConnectorStatus, DeadLetterReason, ErrorCode, EventKind, MessageId, MeterSample, SampleContext,
-    TransactionId,
+    ConnectorStatus, DeadLetterReason, ErrorCode, EventKind, MessageId, MeterSample, TransactionId,
+    OCPP16_ERROR_CODES,
 };
 use crate::time::parse_rfc3339;
 
@@ -60,7 +61,8 @@ pub const ACTIONS: &[&str] = &[
     "UpdateFirmware",
 ];
 
-/// OCPP 2.0.1 actions not in 1.6. Until the 2.0.1 decoder lands they are counted as ignored.
+/// OCPP 2.0.1 actions not in 1.6 (the 1.6 decoder counts them as ignored; `detect_version`
+/// reads them as 2.0.1).
 pub const ACTIONS_V201_ONLY: &[&str] = &[
     "ClearDisplayMessage",
     "ClearVariableMonitoring",
@@ -99,6 +101,26 @@ pub const ACTIONS_V201_ONLY: &[&str] = &[
     "TransactionEvent",
     "UnpublishFirmware",
 ];
+
+/// Deviations from OCPP 1.6 seen on real chargers that evflow accepts and counts
+/// (`evflow_ocpp_quirks_total{quirk}`); docs/ocpp-quirks.md says why each is tolerated.
+pub mod quirk {
+    /// StatusNotification `errorCode` outside ChargePointErrorCode (Legrand GreenUp sends
+    /// "Error"): kept verbatim as `ErrorCode::Other`.
+    pub const ERROR_CODE_NOT_IN_ENUM: &str = "error_code_not_in_enum";
+    /// StatusNotification `Faulted` with errorCode `NoError` (MicroOcpp re-sends a fault
+    /// without its code): still a fault.
+    pub const FAULTED_WITH_NO_ERROR: &str = "faulted_with_no_error";
+    /// Every quirk label, for metrics that exist from the start.
+    pub const ALL: &[&str] = &[ERROR_CODE_NOT_IN_ENUM, FAULTED_WITH_NO_ERROR];
+}
+
+/// An optional free-text field as evflow keeps it: chargers send `""` (or blanks) for "none"
+/// (Wallbox: `"info": "", "vendorErrorCode": ""`), which must not become an empty tag, detail
+/// or recipient.
+fn non_blank<'a>(s: Option<&'a Cow<'a, str>>) -> Option<&'a str> {
+    s.map(|s| s.as_ref()).filter(|s| !s.trim().is_empty())
+}
 
 /// Connector id of meter values that belong to a transaction but name no connector
 /// (StopTransaction's transactionData): the stage resolves it from the transaction id.
@@ -216,19 +238,21 @@ struct Empty {}
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CallResult {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::integer_transaction_id")]
     transaction_id: Option<i64>,
     #[serde(default)]
     interval: Option<u32>,
 }
 
 /// Decodes a CALL's payload. Unused OCPP actions come back as [`ActionOutcome::Ignored`].
+/// Tolerated deviations are pushed to `quirks` (the caller counts them if the line decodes).
 pub(crate) fn decode_call(
     action: &str,
     message_id: MessageId,
     payload: &str,
     interner: &mut Interner,
     out: &mut Vec<Partial>,
+    quirks: &mut Vec<&'static str>,
 ) -> Result<ActionOutcome, DecodeError> {
     match action {
         "Heartbeat" => {
@@ -240,28 +264,45 @@ pub(crate) fn decode_call(
         }
         "StatusNotification" => {
             let p: StatusNotification = parse(action, payload)?;
-            let status = ConnectorStatus::parse(&p.status)
+            let status = ConnectorStatus::parse(p.status.trim())
                 .ok_or_else(|| bad_payload(action, format!("unknown status {:?}", p.status)))?;
             let event_time = p.timestamp.as_deref().map(timestamp).transpose()?;
-            let detail = match (p.info.as_deref(), p.vendor_error_code.as_deref()) {
-                (Some(i), Some(v)) if !i.is_empty() && !v.is_empty() => {
-                    Some(interner.intern(&format!("{i}; {v}")))
-                }
-                (Some(s), _) | (_, Some(s)) if !s.is_empty() => Some(interner.intern(s)),
-                _ => None,
+            let detail = match (
+                non_blank(p.info.as_ref()),
+                non_blank(p.vendor_error_code.as_ref()),
+            ) {
+                (Some(i), Some(v)) => Some(interner.intern(&format!("{i}; {v}"))),
+                (Some(s), None) | (None, Some(s)) => Some(interner.intern(s)),
+                (None, None) => None,
             };
+            // A code outside the enumeration is still the charger's report of a problem: kept
+            // verbatim (never dead-lettered: a Faulted status must raise connector_faulted).
+            let code = p.error_code.trim();
+            let error_code = if OCPP16_ERROR_CODES.contains(&code) {
+                ErrorCode::parse(code)
+            } else {
+                quirks.push(quirk::ERROR_CODE_NOT_IN_ENUM);
+                ErrorCode::Other(interner.intern(code))
+            };
+            if status == ConnectorStatus::Faulted && error_code == ErrorCode::NoError {
+                quirks.push(quirk::FAULTED_WITH_NO_ERROR);
+            }
             out.push(Partial {
                 event_time,
                 kind: EventKind::Status {
                     connector_id: p.connector_id,
                     status,
-                    error_code: ErrorCode::parse(&p.error_code),
+                    error_code,
                     vendor_detail: detail,
                 },
             });
         }
         "MeterValues" => {
             let p: MeterValues = parse(action, payload)?;
+            if p.meter_value.is_empty() {
+                // The schema requires one; without it the line would yield nothing at all.
+                return Err(bad_payload(action, "meterValue is empty"));
+            }
             for mv in &p.meter_value {
                 out.push(Partial {
                     event_time: Some(timestamp(&mv.timestamp)?),
@@ -281,7 +322,8 @@ pub(crate) fn decode_call(
                     message_id,
                     connector_id: p.connector_id,
                     transaction_id: None,
-                    id_tag: Some(interner.intern(&p.id_tag)),
+                    // An empty idTag is an unidentified driver, not a driver called "".
+                    id_tag: non_blank(Some(&p.id_tag)).map(|t| interner.intern(t)),
                     meter_start_wh: Some(p.meter_start),
                 },
             });
@@ -306,9 +348,9 @@ pub(crate) fn decode_call(
                 kind: EventKind::TransactionStop {
                     transaction_id: tx,
                     meter_stop_wh: Some(p.meter_stop),
-                    // 1.6: an absent reason means Local.
-                    reason: interner.intern(p.reason.as_deref().unwrap_or("Local")),
-                    id_tag: p.id_tag.as_deref().map(|t| interner.intern(t)),
+                    // 1.6: an absent reason means Local (and so does an empty one).
+                    reason: interner.intern(non_blank(p.reason.as_ref()).unwrap_or("Local")),
+                    id_tag: non_blank(p.id_tag.as_ref()).map(|t| interner.intern(t)),
                 },
             });
         }
@@ -361,18 +403,10 @@ pub(crate) fn decode_call_result(
     })
 }
 
-/// Folds one meterValue's sampled values into a [`MeterSample`].
-///
-/// Rules: per-phase power and current are summed unless a total (no phase) is present;
-/// voltage is kept per phase; for the energy register, a periodic/clock sample wins over a
-/// Transaction.Begin/End sample in the same meterValue (real chargers mix them); signed data
-/// is skipped.
+/// Folds one meterValue's sampled values into a [`MeterSample`] (the rules, shared with
+/// 2.0.1, are `sample::SampleFold`'s); signed data is skipped.
 fn meter_sample(action: &str, mv: &MeterValue) -> Result<MeterSample, DecodeError> {
-    let mut s = MeterSample::default();
-    let mut power_phases: Option<f64> = None;
-    let mut current_phases: Option<f64> = None;
-    let mut energy_tx: Option<f64> = None;
-    let mut contexts = (0u32, 0u32); // (transaction begin/end, other)
+    let mut fold = SampleFold::default();
     for sv in &mv.sampled_value {
         if sv.format.as_deref() == Some("SignedData") {
             continue;
@@ -380,86 +414,9 @@ fn meter_sample(action: &str, mv: &MeterValue) -> Result<MeterSample, DecodeErro
         let Some(m) = Measurand::parse(sv.measurand.as_deref()) else {
             continue;
         };
-        // Rust parses "NaN" and "inf"; a meter reading is never either.
-        let raw: f64 = sv
-            .value
-            .trim()
-            .parse()
-            .ok()
-            .filter(|v: &f64| v.is_finite())
-            .ok_or_else(|| {
-                bad_payload(
-                    action,
-                    format!("sampled value {:?} is not a number", sv.value),
-                )
-            })?;
-        let v = to_base(m, sv.unit.as_deref(), raw).map_err(|e| bad_payload(action, e))?;
-        let tx_context = match sv.context.as_deref() {
-            Some("Transaction.Begin") => {
-                contexts.0 += 1;
-                Some(SampleContext::TransactionBegin)
-            }
-            Some("Transaction.End") => {
-                contexts.0 += 1;
-                Some(SampleContext::TransactionEnd)
-            }
-            _ => {
-                contexts.1 += 1;
-                None
-            }
-        };
-        let phase = sv.phase.as_deref();
-        match m {
-            Measurand::EnergyImportRegister => {
-                if tx_context.is_some() {
-                    energy_tx = Some(v);
-                } else {
-                    s.energy_wh = Some(v);
-                }
-                if let Some(c) = tx_context {
-                    s.context = c;
-                }
-            }
-            Measurand::PowerImport => match phase {
-                None => s.power_w = Some(v),
-                Some(p) if phase_index(p).is_some() => {
-                    power_phases = Some(power_phases.unwrap_or(0.0) + v)
-                }
-                Some(_) => {}
-            },
-            Measurand::CurrentImport => match phase {
-                None => s.current_a = Some(v),
-                Some(p) if phase_index(p).is_some() => {
-                    current_phases = Some(current_phases.unwrap_or(0.0) + v)
-                }
-                Some(_) => {}
-            },
-            Measurand::Voltage => {
-                let i = phase.map_or(Some(0), phase_index);
-                if let Some(i) = i {
-                    s.voltage_v[i] = Some(v as f32);
-                }
-            }
-            Measurand::Frequency => s.frequency_hz = Some(v as f32),
-            Measurand::SoC => s.soc_pct = Some(v as f32),
-            Measurand::Temperature => {
-                let t = v as f32;
-                s.temperature_c = Some(s.temperature_c.map_or(t, |o| o.max(t)));
-            }
-        }
+        let v =
+            parse_value(m, sv.unit.as_deref(), &sv.value).map_err(|e| bad_payload(action, e))?;
+        fold.add(m, v, sv.phase.as_deref(), sv.context.as_deref());
     }
-    if s.power_w.is_none() {
-        s.power_w = power_phases;
-    }
-    if s.current_a.is_none() {
-        s.current_a = current_phases;
-    }
-    if s.energy_wh.is_none() {
-        s.energy_wh = energy_tx;
-    }
-    // A meterValue is a transaction boundary sample only if all its values say so.
-    if contexts.1 > 0 {
-        s.context = SampleContext::Periodic;
-    }
-    Ok(s)
+    Ok(fold.finish())
 }

@@ -584,6 +584,7 @@ impl Fleet {
                 tariff_id: Some(if c.model.dc { "dc_fast" } else { "ac_standard" }.to_string()),
                 max_power_w: Some(c.model.power_w),
                 connectors: Some(c.connectors),
+                ocpp_version: None,
             })
             .collect();
         let tokens = self

@@ -43,6 +43,15 @@ struct ConnectorState {
     last_available_notice: Option<Millis>,
     /// Anomalies opened by an error code (resolved by a NoError status).
     opened_by_code: Vec<AnomalyKind>,
+    /// A fault reported outside StatusNotification (2.0.1 NotifyEvent) is active.
+    fault_active: bool,
+}
+
+impl ConnectorState {
+    /// Out of order: Faulted or Unavailable, or a reported fault not cleared.
+    fn is_down(&self) -> bool {
+        self.fault_active || self.status.is_some_and(|s| !s.is_operative())
+    }
 }
 
 #[derive(Debug)]
@@ -60,6 +69,8 @@ struct ChargerState {
     /// (frame hash, seq) of the charger's recent frames, to drop repeats.
     recent_frames: std::collections::VecDeque<(u64, u64)>,
     charger_status: ConnectorStatus,
+    /// A fault of the whole charger reported by NotifyEvent is active.
+    charger_fault_active: bool,
     connectors: Vec<ConnectorState>,
     book: AnomalyBook,
     health: ChargerHealth,
@@ -174,6 +185,7 @@ impl ChargerStages {
                 tx_by_message: Vec::new(),
                 recent_frames: std::collections::VecDeque::new(),
                 charger_status: ConnectorStatus::Available,
+                charger_fault_active: false,
                 connectors: Vec::new(),
                 book: AnomalyBook::default(),
                 health: ChargerHealth::new(window_start(first_seen, cfg.health_window)),
@@ -307,7 +319,7 @@ impl ChargerStages {
             } => {
                 let c = *connector_id;
                 let conn_key = (c > 0).then_some(c);
-                if *error_code != ErrorCode::NoError {
+                if *error_code != ErrorCode::NoError || *status == ConnectorStatus::Faulted {
                     st.health.error_reported(c);
                 }
                 let cs = connector(&mut st.connectors, c);
@@ -329,53 +341,38 @@ impl ChargerStages {
                     {
                         cs.opened_by_code.push(kind);
                     }
-                } else if *error_code == ErrorCode::NoError {
+                } else if *error_code == ErrorCode::NoError && *status != ConnectorStatus::Faulted {
+                    // A Faulted status re-sent without its code (real firmware does) is not a
+                    // clearance.
                     for kind in cs.opened_by_code.drain(..) {
                         st.book.resolve(&subject, kind, conn_key, t, json!({}), out);
                     }
                 }
-                let details = if *status == ConnectorStatus::Faulted {
-                    json!({"error_code": error_code.as_str(), "vendor_detail": vendor_detail.as_deref()})
-                } else {
-                    json!({"status": status.as_str()})
-                };
-                set_faulted(
-                    &mut st.book,
-                    &subject,
-                    conn_key,
-                    t,
-                    *status == ConnectorStatus::Faulted,
-                    details,
-                    out,
-                );
+                let faulted = *status == ConnectorStatus::Faulted;
+                // A fault the charger reported by NotifyEvent stays open until it clears it.
+                if faulted || !cs.fault_active {
+                    let details = if faulted {
+                        json!({"error_code": error_code.as_str(), "vendor_detail": vendor_detail.as_deref()})
+                    } else {
+                        json!({"status": status.as_str()})
+                    };
+                    set_faulted(&mut st.book, &subject, conn_key, t, faulted, details, out);
+                }
+                let was_down = cs.is_down();
                 let prev = cs.status.replace(*status);
-                let was_down = prev.is_some_and(|p| !p.is_operative());
-                if !status.is_operative() && !was_down && !in_maintenance(&st.maintenance, t) {
+                if cs.is_down() && !was_down && !in_maintenance(&st.maintenance, t) {
                     let facts = json!({"status": status.as_str(), "error_code": error_code.as_str(), "vendor_detail": vendor_detail.as_deref()});
-                    notify(
-                        NotificationKind::StationOutOfOrder,
-                        Audience::Operator,
+                    let driver = cs.session.as_ref().and_then(|s| s.id_tag.clone());
+                    out_of_order(
                         &self.operator,
+                        driver,
                         &st.id,
                         &st.station.site_id,
                         conn_key,
                         t,
-                        facts.clone(),
+                        facts,
                         out,
                     );
-                    if let Some(driver) = cs.session.as_ref().and_then(|s| s.id_tag.as_ref()) {
-                        notify(
-                            NotificationKind::StationOutOfOrder,
-                            Audience::Driver,
-                            driver,
-                            &st.id,
-                            &st.station.site_id,
-                            conn_key,
-                            t,
-                            facts,
-                            out,
-                        );
-                    }
                 }
                 if c == 0 {
                     st.charger_status = *status;
@@ -499,7 +496,8 @@ impl ChargerStages {
                         }
                     }
                     // stuck_session bookkeeping: the timer fires in `advance`
-                    if cs.status == Some(ConnectorStatus::Charging) {
+                    let measures_delivery = sample.power_w.is_some() || sample.energy_wh.is_some();
+                    if measures_delivery && cs.status == Some(ConnectorStatus::Charging) {
                         let delivering = match sample.power_w {
                             Some(p) => p >= cfg.anomalies.idle_power_w,
                             None => {
@@ -596,12 +594,43 @@ impl ChargerStages {
                 if *active {
                     st.health.error_reported(c);
                 }
-                let details = if *active {
-                    json!({"error_code": code.as_ref(), "source": "NotifyEvent"})
+                let cs = connector(&mut st.connectors, c);
+                let was_down = cs.is_down();
+                cs.fault_active = *active;
+                if *active {
+                    let details = json!({"error_code": code.as_ref(), "source": "NotifyEvent"});
+                    set_faulted(&mut st.book, &subject, conn_key, t, true, details, out);
+                    if !was_down && !in_maintenance(&st.maintenance, t) {
+                        let driver = cs.session.as_ref().and_then(|s| s.id_tag.clone());
+                        let facts = json!({"error_code": code.as_ref(), "source": "NotifyEvent"});
+                        out_of_order(
+                            &self.operator,
+                            driver,
+                            &st.id,
+                            &st.station.site_id,
+                            conn_key,
+                            t,
+                            facts,
+                            out,
+                        );
+                    }
+                } else if cs.status != Some(ConnectorStatus::Faulted) {
+                    // Cleared, and the status does not say Faulted either.
+                    set_faulted(
+                        &mut st.book,
+                        &subject,
+                        conn_key,
+                        t,
+                        false,
+                        json!({"cleared": code.as_ref()}),
+                        out,
+                    );
+                }
+                if c == 0 {
+                    st.charger_fault_active = *active;
                 } else {
-                    json!({"cleared": code.as_ref()})
-                };
-                set_faulted(&mut st.book, &subject, conn_key, t, *active, details, out);
+                    st.health.connector(c).fault_active = *active;
+                }
             }
             EventKind::TransactionStop {
                 transaction_id,
@@ -660,6 +689,45 @@ impl ChargerStages {
             }
         }
         st.now = st.now.max(t);
+    }
+}
+
+/// `station_out_of_order` to the operator, and to the driver of a session in progress.
+#[allow(clippy::too_many_arguments)]
+fn out_of_order(
+    operator: &Arc<str>,
+    driver: Option<Arc<str>>,
+    charge_point_id: &Arc<str>,
+    site_id: &Arc<str>,
+    connector: Option<u32>,
+    at: Millis,
+    facts: serde_json::Value,
+    out: &mut Vec<Output>,
+) {
+    let kind = NotificationKind::StationOutOfOrder;
+    notify(
+        kind,
+        Audience::Operator,
+        operator,
+        charge_point_id,
+        site_id,
+        connector,
+        at,
+        facts.clone(),
+        out,
+    );
+    if let Some(driver) = driver {
+        notify(
+            kind,
+            Audience::Driver,
+            &driver,
+            charge_point_id,
+            site_id,
+            connector,
+            at,
+            facts,
+            out,
+        );
     }
 }
 
@@ -900,7 +968,7 @@ fn accumulate_health(st: &mut ChargerState, to: Millis) {
     };
     let conditions = Conditions {
         online: !book.is_open(AnomalyKind::CommunicationLost, None),
-        charger_operative: st.charger_status.is_operative(),
+        charger_operative: st.charger_status.is_operative() && !st.charger_fault_active,
         open_anomalies: &open,
     };
     st.health.advance_to(to, &conditions);

@@ -53,6 +53,8 @@ pub fn score(availability: f64, heartbeat: f64, sessions: f64, errors: f64, anom
 pub struct ConnectorHealth {
     pub connector_id: u32,
     pub status: ConnectorStatus,
+    /// A fault reported outside the status (2.0.1 NotifyEvent) is active.
+    pub fault_active: bool,
     operative_ms: i64,
     anomaly_ms: i64,
     sessions: u32,
@@ -65,6 +67,7 @@ impl ConnectorHealth {
         ConnectorHealth {
             connector_id,
             status: ConnectorStatus::Available,
+            fault_active: false,
             operative_ms: 0,
             anomaly_ms: 0,
             sessions: 0,
@@ -173,7 +176,7 @@ impl ChargerHealth {
             self.charger_anomaly_ms += dt;
         }
         for conn in &mut self.connectors {
-            if up && conn.status.is_operative() {
+            if up && conn.status.is_operative() && !conn.fault_active {
                 conn.operative_ms += dt;
             }
             if (c.open_anomalies)(conn.connector_id) > 0 {

@@ -12,6 +12,11 @@
 //!
 //! Rounding per session (not per window) means a revenue window's total is exactly the sum of
 //! its sessions' totals: data teams can recompute it from `sessions/` to the cent.
+//!
+//! [`ocpi`] prices sessions with OCPI 2.2.1 tariffs (time-of-day, power, duration and kWh
+//! restrictions, step sizes, min/max price); it rounds with [`round_to_minor`] too.
+
+pub mod ocpi;
 
 use std::sync::Arc;
 
