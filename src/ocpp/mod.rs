@@ -30,6 +30,8 @@ use crate::time::parse_rfc3339;
 pub use frame::Frame;
 
 /// The envelope of one line: `{"timestamp": …, "charge_point_id": …, "message": [...]}`.
+/// The frame is parsed in the same pass as the envelope (the hot path); when that fails,
+/// [`classify`] parses again, slowly, to tell a bad envelope from a bad frame.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
@@ -37,11 +39,35 @@ struct Envelope<'a> {
     #[serde(borrow)]
     charge_point_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    message: Option<&'a RawValue>,
+    message: Option<Frame<'a>>,
     /// Optional: the OCPP version of the frame (`"1.6"`, `"2.0.1"`, `"ocpp1.6"`,
     /// `"ocpp2.0.1"`), as a backend that knows the WebSocket subprotocol records it.
     #[serde(borrow, default)]
     ocpp_version: Option<Cow<'a, str>>,
+}
+
+/// The envelope with its message left raw: only to classify a line that failed to parse.
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow)]
+    message: Option<&'a RawValue>,
+}
+
+/// Tells why a line that is not a valid envelope with a valid frame failed.
+fn classify(text: &str, err: serde_json::Error) -> DecodeError {
+    if !err.is_data() {
+        return DecodeError::new(DeadLetterReason::InvalidJson, err.to_string());
+    }
+    match serde_json::from_str::<RawEnvelope>(text) {
+        Err(e) => DecodeError::new(DeadLetterReason::BadEnvelope, e.to_string()),
+        Ok(RawEnvelope { message: Some(m) }) => match serde_json::from_str::<Frame>(m.get()) {
+            Err(e) => DecodeError::new(DeadLetterReason::NotAFrame, e.to_string()),
+            Ok(_) => DecodeError::new(DeadLetterReason::BadEnvelope, err.to_string()),
+        },
+        Ok(RawEnvelope { message: None }) => {
+            DecodeError::new(DeadLetterReason::BadEnvelope, err.to_string())
+        }
+    }
 }
 
 /// Interns strings that recur (charge point ids, id tags, vendors) so events share them.
@@ -449,13 +475,7 @@ impl Decoder {
         let text = std::str::from_utf8(line).map_err(|e| {
             DecodeError::new(DeadLetterReason::InvalidJson, format!("not UTF-8: {e}"))
         })?;
-        let env: Envelope = serde_json::from_str(text).map_err(|e| {
-            if e.is_data() {
-                DecodeError::new(DeadLetterReason::BadEnvelope, e.to_string())
-            } else {
-                DecodeError::new(DeadLetterReason::InvalidJson, e.to_string())
-            }
-        })?;
+        let env: Envelope = serde_json::from_str(text).map_err(|e| classify(text, e))?;
         let cp = match env.charge_point_id.as_deref() {
             Some(s) if !s.trim().is_empty() => s,
             _ => {
@@ -470,7 +490,7 @@ impl Decoder {
         })?;
         let receive_time = parse_rfc3339(ts)
             .map_err(|e| DecodeError::new(DeadLetterReason::BadTimestamp, e.to_string()))?;
-        let message = env.message.ok_or_else(|| {
+        let frame = env.message.ok_or_else(|| {
             DecodeError::new(DeadLetterReason::BadEnvelope, "envelope has no message")
         })?;
         let declared = match env.ocpp_version.as_deref() {
@@ -482,8 +502,6 @@ impl Decoder {
                 )
             })?),
         };
-        let frame: Frame = serde_json::from_str(message.get())
-            .map_err(|e| DecodeError::new(DeadLetterReason::NotAFrame, e.to_string()))?;
 
         let mut partials = std::mem::take(&mut self.scratch);
         partials.clear();
