@@ -118,6 +118,9 @@ pub struct DataflowConfig {
     pub tariffs: Vec<TariffConfig>,
     #[serde(default)]
     pub maintenance: Vec<MaintenanceWindow>,
+    /// Kafka client settings shared by the Kafka source and sinks.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -127,6 +130,100 @@ pub enum SourceConfig {
     File { path: PathBuf },
     /// The built-in fleet simulator.
     Simulator(SimulatorConfig),
+    /// A Kafka topic (`sources::kafka`); `--input kafka://HOST:PORT/TOPIC?group=G` too.
+    Kafka(KafkaSourceConfig),
+}
+
+/// `[source] kind = "kafka"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSourceConfig {
+    /// `bootstrap.servers`: `HOST:PORT[,HOST:PORT…]`.
+    pub brokers: String,
+    pub topic: String,
+    /// The consumer group whose committed offsets the run starts from and commits to.
+    pub group: String,
+    /// End each partition at its end (librdkafka's partition-EOF) and the run when all have
+    /// ended: a bounded, deterministic run. Otherwise the source is live.
+    #[serde(default)]
+    pub stop_at_end: bool,
+    /// librdkafka properties for this consumer (the URL's other query parameters), applied
+    /// over `[kafka.properties]`.
+    #[serde(default)]
+    pub properties: KafkaProperties,
+}
+
+/// `[kafka]`: what the Kafka source and sinks share.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Live mode: a partition with no record for this long stops holding the watermark back.
+    #[serde(default = "defaults::kafka_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Live mode: a partly filled chunk is passed on after this long.
+    #[serde(default = "defaults::kafka_linger")]
+    pub linger: Duration,
+    /// librdkafka properties passed verbatim to every Kafka client (TLS, SASL, timeouts…).
+    #[serde(default)]
+    pub properties: KafkaProperties,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults are valid")
+    }
+}
+
+/// librdkafka properties (`name = value`); TOML strings, numbers and booleans are accepted
+/// and passed as their text.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for KafkaProperties {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(i64),
+            Float(f64),
+            Bool(bool),
+        }
+        let raw = BTreeMap::<String, Raw>::deserialize(d)?;
+        Ok(KafkaProperties(
+            raw.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Raw::Text(s) => s,
+                        Raw::Int(n) => n.to_string(),
+                        Raw::Float(f) => f.to_string(),
+                        Raw::Bool(b) => b.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// `[output.kafka]`: records also go to Kafka topics (keyed by charge point id, the JSONL
+/// lines as values). A topic left out is not produced.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaOutputConfig {
+    pub brokers: String,
+    #[serde(default)]
+    pub anomalies_topic: Option<String>,
+    #[serde(default)]
+    pub notifications_topic: Option<String>,
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// How long a flush (at a checkpoint and at the end) waits for deliveries.
+    #[serde(default = "defaults::kafka_flush_timeout")]
+    pub flush_timeout: Duration,
+    /// librdkafka properties for the producer, over `[kafka.properties]`.
+    #[serde(default)]
+    pub properties: KafkaProperties,
 }
 
 /// The fleet simulator's parameters. Everything is deterministic given `seed`.
@@ -223,12 +320,16 @@ impl Default for PipelineConfig {
 pub struct OutputConfig {
     #[serde(default = "defaults::out_dir")]
     pub dir: PathBuf,
+    /// Also produce anomalies, notifications and dead letters to Kafka.
+    #[serde(default)]
+    pub kafka: Option<KafkaOutputConfig>,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
             dir: defaults::out_dir(),
+            kafka: None,
         }
     }
 }
@@ -535,6 +636,31 @@ impl DataflowConfig {
                 self.registry.default_tariff
             )));
         }
+        if let SourceConfig::Kafka(k) = &self.source {
+            for (name, v) in [
+                ("brokers", &k.brokers),
+                ("topic", &k.topic),
+                ("group", &k.group),
+            ] {
+                if v.trim().is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "source.{name} must not be empty"
+                    )));
+                }
+            }
+        }
+        if self.kafka.idle_timeout.0 <= 0 || self.kafka.linger.0 <= 0 {
+            return Err(ConfigError::Invalid(
+                "kafka.idle_timeout and kafka.linger must be positive".into(),
+            ));
+        }
+        if let Some(k) = &self.output.kafka {
+            if k.brokers.trim().is_empty() {
+                return Err(ConfigError::Invalid(
+                    "output.kafka.brokers must not be empty".into(),
+                ));
+            }
+        }
         for m in &self.maintenance {
             if m.end.0 <= m.start.0 {
                 return Err(ConfigError::Invalid(
@@ -656,6 +782,15 @@ mod defaults {
     pub fn revenue_window() -> Duration {
         Duration(3_600_000)
     }
+    pub fn kafka_idle_timeout() -> Duration {
+        Duration(5_000)
+    }
+    pub fn kafka_linger() -> Duration {
+        Duration(200)
+    }
+    pub fn kafka_flush_timeout() -> Duration {
+        Duration(30_000)
+    }
     pub fn zero() -> Dec {
         Dec(Decimal::ZERO)
     }
@@ -727,6 +862,51 @@ mod tests {
         )
         .unwrap();
         assert!(bad.validate().unwrap_err().contains("ocpp_version"));
+    }
+
+    #[test]
+    fn kafka_source_output_and_properties_are_read() {
+        let mut cfg: DataflowConfig = toml::from_str(
+            r#"
+            [source]
+            kind = "kafka"
+            brokers = "k1:9092,k2:9092"
+            topic = "ocpp"
+            group = "evflow"
+            stop_at_end = true
+            [output.kafka]
+            brokers = "k1:9092"
+            anomalies_topic = "anomalies"
+            [kafka]
+            idle_timeout = "10s"
+            [kafka.properties]
+            "security.protocol" = "SASL_SSL"
+            "socket.timeout.ms" = 30000
+            "enable.ssl.certificate.verification" = false
+            "#,
+        )
+        .unwrap();
+        cfg.validate().unwrap();
+        let SourceConfig::Kafka(k) = &cfg.source else {
+            panic!("not kafka")
+        };
+        assert_eq!((k.topic.as_str(), k.group.as_str()), ("ocpp", "evflow"));
+        assert!(k.stop_at_end);
+        assert_eq!(cfg.kafka.idle_timeout, Duration(10_000));
+        assert_eq!(cfg.kafka.linger, Duration(200));
+        let p = &cfg.kafka.properties.0;
+        assert_eq!(p["security.protocol"], "SASL_SSL");
+        assert_eq!(p["socket.timeout.ms"], "30000");
+        assert_eq!(p["enable.ssl.certificate.verification"], "false");
+        let out = cfg.output.kafka.as_ref().unwrap();
+        assert_eq!(out.anomalies_topic.as_deref(), Some("anomalies"));
+        assert_eq!(out.notifications_topic, None);
+        assert_eq!(out.flush_timeout, Duration(30_000));
+        let no_group: DataflowConfig = toml::from_str(
+            "[source]\nkind = \"kafka\"\nbrokers = \"b:1\"\ntopic = \"t\"\ngroup = \"\"\n",
+        )
+        .unwrap();
+        assert!(no_group.clone().validate().is_err());
     }
 
     #[test]

@@ -27,7 +27,8 @@ enum Command {
     /// Run a dataflow (a TOML file under dataflows/).
     Run {
         dataflow: PathBuf,
-        /// Replace the dataflow's source with this JSONL file (`-` for stdin).
+        /// Replace the dataflow's source with this JSONL file (`-` for stdin), or a Kafka
+        /// topic: `kafka://HOST:PORT/TOPIC?group=GROUP[&stop=end][&PROPERTY=VALUE…]`.
         #[arg(long)]
         input: Option<PathBuf>,
         /// Output directory (default: the dataflow's `output.dir`).
@@ -104,7 +105,12 @@ fn main() -> Result<()> {
         } => {
             let mut cfg = DataflowConfig::load(&dataflow)?;
             if let Some(path) = input {
-                cfg.source = SourceConfig::File { path };
+                cfg.source = match path.to_str().filter(|s| s.starts_with("kafka://")) {
+                    Some(url) => SourceConfig::Kafka(
+                        evflow::sources::kafka::parse_url(url).map_err(anyhow::Error::msg)?,
+                    ),
+                    None => SourceConfig::File { path },
+                };
             }
             if let Some(dir) = out {
                 cfg.output.dir = dir;

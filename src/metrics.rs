@@ -10,12 +10,34 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
+
+/// A family that is exposed (its `# HELP`/`# TYPE`) even before it has a series: for the
+/// Kafka metrics, whose label values (topics, partitions) exist only in a Kafka run, so that
+/// every run exposes every documented name.
+#[derive(Debug)]
+struct AlwaysDescribed<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for AlwaysDescribed<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
 type FloatGauge = Gauge<f64, AtomicU64>;
 type FloatCounter = Counter<f64, AtomicU64>;
 
@@ -48,6 +70,10 @@ pub struct Metrics {
     pub energy_wh: Family<Labels, FloatCounter>,
     pub revenue_excl_vat: Family<Labels, FloatCounter>,
     pub revenue_incl_vat: Family<Labels, FloatCounter>,
+    // kafka
+    pub kafka_consumer_lag: Family<Labels, Gauge>,
+    pub kafka_records: Family<Labels, Counter>,
+    pub kafka_delivery_errors: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -153,6 +179,21 @@ impl Metrics {
             "Revenue including VAT of finished sessions (in currency units), by site and currency",
             m.revenue_incl_vat.clone(),
         );
+        r.register(
+            "kafka_consumer_lag",
+            "Kafka source: records behind the partition's high watermark, by topic and partition",
+            AlwaysDescribed(m.kafka_consumer_lag.clone()),
+        );
+        r.register(
+            "kafka_records",
+            "Kafka source: records consumed, by topic",
+            AlwaysDescribed(m.kafka_records.clone()),
+        );
+        r.register(
+            "kafka_delivery_errors",
+            "Kafka sinks: records librdkafka could not deliver (after its retries), by topic",
+            AlwaysDescribed(m.kafka_delivery_errors.clone()),
+        );
         // Series with known label values exist from the start (at 0), so dashboards and alert
         // rules see them before the first occurrence.
         let actions = [
@@ -218,6 +259,9 @@ impl Metrics {
             energy_wh: m.energy_wh,
             revenue_excl_vat: m.revenue_excl_vat,
             revenue_incl_vat: m.revenue_incl_vat,
+            kafka_consumer_lag: m.kafka_consumer_lag,
+            kafka_records: m.kafka_records,
+            kafka_delivery_errors: m.kafka_delivery_errors,
         }
     }
 
@@ -297,6 +341,9 @@ struct MetricsBuilder {
     energy_wh: Family<Labels, FloatCounter>,
     revenue_excl_vat: Family<Labels, FloatCounter>,
     revenue_incl_vat: Family<Labels, FloatCounter>,
+    kafka_consumer_lag: Family<Labels, Gauge>,
+    kafka_records: Family<Labels, Counter>,
+    kafka_delivery_errors: Family<Labels, Counter>,
 }
 
 /// One label pair, for `Family::get_or_create`.
@@ -334,5 +381,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE evflow_watermark_timestamp_seconds gauge"));
+        // The Kafka families are described before (without) any series.
+        assert!(
+            text.contains("# TYPE evflow_kafka_consumer_lag gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE evflow_kafka_records counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE evflow_kafka_delivery_errors counter"),
+            "{text}"
+        );
     }
 }

@@ -33,6 +33,9 @@ pub const DOCUMENTED: &[&str] = &[
     "evflow_session_energy_watt_hours_total",
     "evflow_revenue_excl_vat_total",
     "evflow_revenue_incl_vat_total",
+    "evflow_kafka_consumer_lag",
+    "evflow_kafka_records_total",
+    "evflow_kafka_delivery_errors_total",
 ];
 
 fn scrape(addr: &str) -> String {

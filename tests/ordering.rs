@@ -113,3 +113,163 @@ fn repeats_are_dropped_and_call_results_correlate_wherever_they_arrive() {
     assert!(read_jsonl(&dir.join("out/dead-letter.jsonl")).is_empty());
     assert!(String::from_utf8_lossy(&out.stdout).contains("sessions"));
 }
+
+/// One chunk per line, so the watermark moves between lines as on a live feed.
+fn live_dataflow(dir: &std::path::Path, input: &std::path::Path) -> std::path::PathBuf {
+    let dataflow = file_dataflow(dir, input, None, "");
+    let text = std::fs::read_to_string(&dataflow)
+        .unwrap()
+        .replace("workers = 1", "workers = 1\nchunk_lines = 1");
+    std::fs::write(&dataflow, text).unwrap();
+    dataflow
+}
+
+fn ts(hm: &str) -> String {
+    format!("2026-03-01T{hm}Z")
+}
+
+/// A charger every minute from 10:00 to `until`, to move event time on.
+fn ticker(until_min: u32) -> Vec<(String, String)> {
+    (0..=until_min)
+        .map(|m| {
+            let at = ts(&format!("{:02}:{:02}:00", 10 + m / 60, m % 60));
+            (
+                at.clone(),
+                line(&at, "TICK", json!([2, format!("hb{m}"), "Heartbeat", {}])),
+            )
+        })
+        .collect()
+}
+
+fn energy_sample(at: &str, wh: i64, context: &str) -> serde_json::Value {
+    json!({"timestamp": at, "sampledValue": [{"value": wh.to_string(), "context": context, "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]})
+}
+
+/// Lines sorted by receive time (the first element), as a backend log is.
+fn write_sorted(path: &std::path::Path, mut lines: Vec<(String, String)>) {
+    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    let text: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
+    std::fs::write(path, text.join("\n")).unwrap();
+}
+
+#[test]
+fn samples_delivered_late_keep_their_own_times() {
+    let _g = serial();
+    let dir = tmp_dir("ordering-backlog");
+    let mut lines = ticker(150);
+    // A 150 kW charger goes offline at 10:05 and delivers its queued samples at 11:30.
+    let cp = "BACKLOG";
+    let start = ts("10:00:00");
+    lines.push((start.clone(), line(&start, cp, json!([2, "s", "StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": 100000, "timestamp": start}]))));
+    lines.push((
+        start.clone(),
+        line(
+            &start,
+            cp,
+            json!([3, "s", {"transactionId": 1, "idTagInfo": {"status": "Accepted"}}]),
+        ),
+    ));
+    for m in 1..=30 {
+        let at = ts(&format!("10:{m:02}:00"));
+        let received = if m <= 5 {
+            at.clone()
+        } else {
+            ts(&format!("11:{:02}:00", m))
+        };
+        let mv = energy_sample(&at, 100000 + 2500 * m as i64, "Sample.Periodic");
+        lines.push((received.clone(), line(&received, cp, json!([2, format!("m{m}"), "MeterValues", {"connectorId": 1, "transactionId": 1, "meterValue": [mv]}]))));
+    }
+    // The stop repeats the transaction's samples in transactionData (1.6 does).
+    let data: Vec<_> = std::iter::once(energy_sample(&start, 100000, "Transaction.Begin"))
+        .chain((1..=30).map(|m| {
+            energy_sample(
+                &ts(&format!("10:{m:02}:00")),
+                100000 + 2500 * m as i64,
+                "Sample.Periodic",
+            )
+        }))
+        .collect();
+    let stop_at = ts("10:31:00");
+    lines.push((ts("11:31:00"), line(&ts("11:31:00"), cp, json!([2, "x", "StopTransaction", {"transactionId": 1, "meterStop": 177000, "timestamp": stop_at, "transactionData": data}]))));
+    let input = dir.join("in.jsonl");
+    write_sorted(&input, lines);
+    run_ok(&["run", live_dataflow(&dir, &input).to_str().unwrap()]);
+    let sessions = evflow::sinks::parquet::read_sessions(&dir.join("out")).unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(
+        (sessions[0].energy_wh, sessions[0].energy_source.as_str()),
+        (77000, "registers")
+    );
+    assert_eq!(
+        evflow::time::format_rfc3339(sessions[0].end_time),
+        "2026-03-01T10:31:00.000Z"
+    );
+    let anomalies = read_jsonl(&dir.join("out/anomalies.jsonl"));
+    assert!(
+        !anomalies.iter().any(|a| a["kind"] == "meter_error"),
+        "{anomalies:#?}"
+    );
+}
+
+#[test]
+fn the_heartbeat_interval_from_the_boot_reply_is_used() {
+    let _g = serial();
+    let dir = tmp_dir("ordering-boot");
+    let mut lines = ticker(200);
+    let cp = "HOURLY";
+    let boot = ts("10:00:00");
+    lines.push((boot.clone(), line(&boot, cp, json!([2, "b", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]))));
+    lines.push((
+        ts("10:00:01"),
+        line(
+            &ts("10:00:01"),
+            cp,
+            json!([3, "b", {"status": "Accepted", "currentTime": boot, "interval": 3600}]),
+        ),
+    ));
+    for h in 1..=3 {
+        let at = ts(&format!("{}:00:00", 10 + h));
+        lines.push((
+            at.clone(),
+            line(&at, cp, json!([2, format!("h{h}"), "Heartbeat", {}])),
+        ));
+    }
+    let input = dir.join("in.jsonl");
+    write_sorted(&input, lines);
+    run_ok(&["run", live_dataflow(&dir, &input).to_str().unwrap()]);
+    let anomalies = read_jsonl(&dir.join("out/anomalies.jsonl"));
+    assert!(
+        !anomalies.iter().any(|a| a["charge_point_id"] == cp),
+        "hourly heartbeats are not silence: {anomalies:#?}"
+    );
+}
+
+#[test]
+fn a_charger_clock_running_ahead_does_not_make_others_late() {
+    let _g = serial();
+    let dir = tmp_dir("ordering-ahead");
+    let mut lines = vec![];
+    for m in 0..40 {
+        // FAST stamps its messages 4 minutes ahead of the backend's clock.
+        let received = ts(&format!("10:{m:02}:00"));
+        let claimed = ts(&format!("10:{:02}:00", m + 4));
+        lines.push((received.clone(), line(&received, "FAST", json!([2, format!("f{m}"), "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available", "timestamp": claimed}]))));
+    }
+    let (s, e) = (ts("10:10:00"), ts("10:20:00"));
+    lines.push((s.clone(), line(&s, "NORMAL", json!([2, "s", "StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": 0, "timestamp": s}]))));
+    lines.push((
+        ts("10:10:01"),
+        line(
+            &ts("10:10:01"),
+            "NORMAL",
+            json!([3, "s", {"transactionId": 4, "idTagInfo": {"status": "Accepted"}}]),
+        ),
+    ));
+    lines.push((ts("10:20:01"), line(&ts("10:20:01"), "NORMAL", json!([2, "x", "StopTransaction", {"transactionId": 4, "meterStop": 5000, "timestamp": e}]))));
+    let input = dir.join("in.jsonl");
+    write_sorted(&input, lines);
+    run_ok(&["run", live_dataflow(&dir, &input).to_str().unwrap()]);
+    let sessions = evflow::sinks::parquet::read_sessions(&dir.join("out")).unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert!(!sessions[0].late, "{:?}", sessions[0]);
+}

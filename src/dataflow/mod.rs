@@ -33,8 +33,10 @@ use crate::metrics::{label, Metrics};
 use crate::model::{Event, Output};
 use crate::ocpp::{DecodeOptions, DecodeStats, Decoder};
 use crate::progress::Progress;
+use crate::sinks::kafka::KafkaSink;
 use crate::sinks::{OutputSinks, Summary};
 use crate::sources::file::FileSource;
+use crate::sources::kafka::KafkaSource;
 use crate::sources::simulator::{Fleet, SimulatorSource};
 use crate::sources::stdin::StdinSource;
 use crate::sources::{Chunk, Poll, Source, SourceError};
@@ -97,14 +99,15 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             write_labels(&fleet, &labels)?;
             Some(Arc::new(fleet))
         }
-        SourceConfig::File { .. } => None,
+        SourceConfig::File { .. } | SourceConfig::Kafka(_) => None,
     };
     let reference = Arc::new(Reference::new(cfg, &registry));
     let stage_cfg = Arc::new(StageConfig::from_dataflow(cfg));
-    let sinks = Arc::new(Mutex::new(Some(OutputSinks::open(
-        &cfg.output.dir,
-        metrics.clone(),
-    )?)));
+    let mut output_sinks = OutputSinks::open(&cfg.output.dir, metrics.clone())?;
+    if let Some(k) = &cfg.output.kafka {
+        output_sinks = output_sinks.with_kafka(KafkaSink::open(k, &cfg.kafka, metrics)?);
+    }
+    let sinks = Arc::new(Mutex::new(Some(output_sinks)));
     let summary: Arc<Mutex<Option<Result<Summary, String>>>> = Arc::new(Mutex::new(None));
 
     let workers = cfg.pipeline.workers;
@@ -146,8 +149,8 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                 metrics.clone(),
             );
             let all = aggregated.concat(dead);
-            let all = all.probe_with(&probe);
-            operators::sink(all, worker_sinks, summary_slot.clone());
+            // The probe follows what the sinks have written (sources commit by it).
+            operators::sink(all, worker_sinks, summary_slot.clone()).probe_with(&probe);
         });
 
         let mut source: Box<dyn Source> = match (&cfg.source, &fleet) {
@@ -162,10 +165,21 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                 Box::new(SimulatorSource::new(f.clone(), index, peers, SIM_SLICE_MS))
             }
             (SourceConfig::Simulator(_), None) => return Err("simulator without a fleet".into()),
+            (SourceConfig::Kafka(k), _) => Box::new(
+                KafkaSource::open(
+                    k,
+                    &cfg.kafka,
+                    cfg.pipeline.chunk_lines,
+                    index,
+                    peers,
+                    metrics,
+                )
+                .map_err(|e| e.to_string())?,
+            ),
         };
         let speed = match &cfg.source {
             SourceConfig::Simulator(s) => s.speed,
-            SourceConfig::File { .. } => None,
+            SourceConfig::File { .. } | SourceConfig::Kafka(_) => None,
         };
         let mut decoder = Decoder::new(DecodeOptions {
             max_clock_skew: cfg.pipeline.max_clock_skew.0,
@@ -180,6 +194,9 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         let mut stats = DecodeStats::default();
         let mut pacer = Pacer::new(speed);
         let mut lines = 0u64;
+        // Whether the sinks have written everything so far (after a failure, the run ends
+        // with an error and nothing more is committed).
+        let output_ok = || !matches!(summary_slot.lock().as_deref(), Ok(Some(Err(_))));
         // Chunks in flight before the worker waits for the pipeline to catch up.
         let in_flight = 4 * peers as u64;
         loop {
@@ -188,6 +205,11 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                 Poll::End => break,
                 Poll::Pending => {
                     worker.step_or_park(Some(Duration::from_millis(10)));
+                    if let Some(f) = probe.with_frontier(|f| f.first().copied()) {
+                        if output_ok() {
+                            source.processed(Some(f)).map_err(|e| e.to_string())?;
+                        }
+                    }
                     continue;
                 }
                 Poll::Ready => {}
@@ -202,8 +224,14 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             }
             lines += stats.lines;
             record_stats(metrics, &stats);
-            if let Some(m) = stats.max_event_time {
-                marks_in.send(Mark { max_event_time: m });
+            // A chunk without events moves event time only when it ends its partition.
+            if stats.max_event_time.is_some() || chunk.ended {
+                marks_in.send(Mark {
+                    max_event_time: stats.max_event_time,
+                    partition: chunk.partition,
+                    partitions: chunk.partitions.max(1),
+                    ended: chunk.ended,
+                });
             }
             events_in.send_batch(&mut events);
             events.clear();
@@ -223,6 +251,11 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                 worker.step_or_park(Some(Duration::from_millis(1)));
             }
             worker.step();
+            if let Some(f) = probe.with_frontier(|f| f.first().copied()) {
+                if output_ok() {
+                    source.processed(Some(f)).map_err(|e| e.to_string())?;
+                }
+            }
             if let Some(p) = progress.as_mut() {
                 p.update(source.progress(), metrics.events_decoded.get());
             }
@@ -232,6 +265,10 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         drop(dead_in);
         while !probe.done() {
             worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        // Everything is written: the source may commit its position.
+        if output_ok() {
+            source.processed(None).map_err(|e| e.to_string())?;
         }
         if let Some(p) = progress.as_mut() {
             p.finish(metrics.events_decoded.get());

@@ -8,6 +8,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHasher;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
@@ -99,6 +100,7 @@ pub fn charger_stage<'s>(
             // Events waiting for the watermark, in (event time, seq, arrival) order.
             let mut reorder: BTreeMap<(Millis, u64, u64), Event> = BTreeMap::new();
             let mut arrival = 0u64;
+            let mut counted_chargers = 0i64;
             let mut out: Vec<Output> = Vec::new();
             move |(ev_in, ev_frontier), (mk_in, mk_frontier), output| {
                 ev_in.for_each(|c, data| buffer.stash(c.least(), data));
@@ -135,7 +137,10 @@ pub fn charger_stage<'s>(
                     }
                     let w = buffer.watermark.advance_through(t);
                     release(&mut reorder, &mut stages, w, &mut out);
-                    stages.advance_all(w, &mut out);
+                    // No watermark yet (a partition not heard from): no timer is due.
+                    if w > Millis::MIN {
+                        stages.advance_all(w, &mut out);
+                    }
                     if !out.is_empty() {
                         output
                             .session(&held.delayed(&t))
@@ -143,6 +148,9 @@ pub fn charger_stage<'s>(
                     }
                 }
                 metrics.duplicate_frames.inc_by(duplicates);
+                metrics
+                    .orphan_stops
+                    .inc_by(std::mem::take(&mut stages.stats.orphan_stops));
                 for (action, n) in late_by_action {
                     metrics
                         .late_events
@@ -152,10 +160,15 @@ pub fn charger_stage<'s>(
                 match frontier {
                     Some(f) => held.downgrade(&f),
                     None => {
-                        // End of input: everything is released at the final watermark.
+                        // End of input: timers fire up to the final watermark, and every
+                        // event still held is processed — even one beyond it (a wild
+                        // timestamp the watermark was not allowed to follow).
                         let w = buffer.watermark.finish();
                         release(&mut reorder, &mut stages, w, &mut out);
-                        stages.advance_all(w, &mut out);
+                        if w > Millis::MIN {
+                            stages.advance_all(w, &mut out);
+                        }
+                        release(&mut reorder, &mut stages, Millis::MAX, &mut out);
                         metrics.orphan_stops.inc_by(stages.stats.orphan_stops);
                         stages.stats.orphan_stops = 0;
                         if !out.is_empty() {
@@ -164,7 +177,10 @@ pub fn charger_stage<'s>(
                         cap = None;
                     }
                 }
-                metrics.chargers.set(stages.chargers() as i64);
+                // Each worker adds its own chargers to the shared gauge.
+                let n = stages.chargers() as i64;
+                metrics.chargers.inc_by(n - counted_chargers);
+                counted_chargers = n;
             }
         },
     )
@@ -373,48 +389,67 @@ pub fn aggregate<'s>(
 }
 
 /// The sink: on worker 0, writes each completed time's records in deterministic order.
-pub fn sink(
-    records: StreamVec<'_, u64, Output>,
+///
+/// Its (empty) output stream passes a time only once every record of that time has been
+/// written: a probe on it tells the sources what has been fully processed (the Kafka source
+/// commits its offsets by it).
+pub fn sink<'s>(
+    records: StreamVec<'s, u64, Output>,
     mut sinks: Option<OutputSinks>,
     summary: Arc<Mutex<Option<Result<Summary, String>>>>,
-) {
+) -> StreamVec<'s, u64, ()> {
     let mut stash: BTreeMap<u64, Vec<Output>> = BTreeMap::new();
     let mut failed: Option<String> = None;
-    records.sink(
+    records.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
         Exchange::new(|_: &Output| 0),
         "Sinks",
-        move |(input, frontier)| {
-            input.for_each(|c, data| {
-                if let Some(t) = c.least() {
-                    stash.entry(*t).or_default().append(data);
-                }
-            });
-            let f = frontier.frontier().first().copied();
-            while let Some(entry) = stash.first_entry() {
-                if f.is_some_and(|f| *entry.key() >= f) {
-                    break;
-                }
-                let mut batch = entry.remove();
-                batch.sort_by(sink_order);
-                if let (Some(s), None) = (sinks.as_mut(), &failed) {
-                    if let Err(e) = s.write(batch) {
-                        tracing::error!("output failed: {e}");
-                        failed = Some(e.to_string());
+        move |cap, _info| {
+            let mut cap = Some(cap);
+            move |(input, frontier), _output| {
+                input.for_each(|c, data| {
+                    if let Some(t) = c.least() {
+                        stash.entry(*t).or_default().append(data);
+                    }
+                });
+                let f = frontier.frontier().first().copied();
+                while let Some(entry) = stash.first_entry() {
+                    if f.is_some_and(|f| *entry.key() >= f) {
+                        break;
+                    }
+                    let mut batch = entry.remove();
+                    batch.sort_by(sink_order);
+                    if let (Some(s), None) = (sinks.as_mut(), &failed) {
+                        if let Err(e) = s.write(batch) {
+                            tracing::error!("output failed: {e}");
+                            failed = Some(e.to_string());
+                            // Known at once: sources must not commit what was not written.
+                            if let Ok(mut slot) = summary.lock() {
+                                *slot = Some(Err(e.to_string()));
+                            }
+                        }
                     }
                 }
-            }
-            if f.is_none() {
-                if let Some(mut s) = sinks.take() {
-                    let result = match (s.flush(), failed.take()) {
-                        (_, Some(e)) => Err(e),
-                        (Err(e), None) => Err(e.to_string()),
-                        (Ok(()), None) => Ok(s.summary.clone()),
-                    };
-                    if let Ok(mut slot) = summary.lock() {
-                        *slot = Some(result);
+                match f {
+                    Some(f) => {
+                        if let Some(c) = cap.as_mut() {
+                            c.downgrade(&f);
+                        }
+                    }
+                    None => {
+                        if let Some(mut s) = sinks.take() {
+                            let result = match (s.flush(), failed.take()) {
+                                (_, Some(e)) => Err(e),
+                                (Err(e), None) => Err(e.to_string()),
+                                (Ok(()), None) => Ok(s.summary.clone()),
+                            };
+                            if let Ok(mut slot) = summary.lock() {
+                                *slot = Some(result);
+                            }
+                        }
+                        cap = None;
                     }
                 }
             }
         },
-    );
+    )
 }

@@ -327,6 +327,9 @@ pub struct DecodeStats {
     pub calls_by_version: [u64; 2],
     /// Tolerated deviations from the protocol in decoded lines, by quirk (`v16::quirk`).
     pub quirks: FxHashMap<&'static str, u64>,
+    /// How far this chunk moves event time (its [`Mark`](crate::dataflow::watermark::Mark)):
+    /// the newest event time, where no event counts as newer than its own receive time, so
+    /// that a charger clock running ahead cannot drag everyone's watermark.
     pub max_event_time: Option<Millis>,
 }
 
@@ -365,6 +368,8 @@ pub struct Decoder {
     quirks: Vec<&'static str>,
     /// Strict mode (see [`Decoder::with_strict`]): the schemas CALL payloads must satisfy.
     strict: Option<&'static schema::SchemaSet>,
+    /// Receive times after this (wall clock + 1 day, at start) are dead-lettered.
+    receive_horizon: Millis,
 }
 
 /// What a CALL's payload decoder hands back: events without the envelope's fields filled in.
@@ -390,6 +395,9 @@ impl Decoder {
             versions: ChargePointVersions::default(),
             quirks: Vec::new(),
             strict: None,
+            receive_horizon: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(Millis::MAX, |d| d.as_millis() as Millis + 86_400_000),
         }
     }
 
@@ -445,11 +453,9 @@ impl Decoder {
                 }
                 for e in &events[before..] {
                     *stats.events_by_action.entry(e.kind.name()).or_default() += 1;
-                    stats.max_event_time = Some(
-                        stats
-                            .max_event_time
-                            .map_or(e.event_time, |m| m.max(e.event_time)),
-                    );
+                    let progress = e.event_time.min(e.receive_time);
+                    stats.max_event_time =
+                        Some(stats.max_event_time.map_or(progress, |m| m.max(progress)));
                 }
             }
             Err(err) => {
@@ -490,6 +496,14 @@ impl Decoder {
         })?;
         let receive_time = parse_rfc3339(ts)
             .map_err(|e| DecodeError::new(DeadLetterReason::BadTimestamp, e.to_string()))?;
+        // A backend cannot have received a frame tomorrow: such a line would drag event time
+        // (and every other charger's data into lateness) with it.
+        if receive_time > self.receive_horizon {
+            return Err(DecodeError::new(
+                DeadLetterReason::BadTimestamp,
+                format!("receive time {ts} is more than a day in the future"),
+            ));
+        }
         let frame = env.message.ok_or_else(|| {
             DecodeError::new(DeadLetterReason::BadEnvelope, "envelope has no message")
         })?;
@@ -781,6 +795,16 @@ mod tests {
         );
         assert!(ev.is_empty() && dl.is_empty());
         assert_eq!(st.ignored_by_action.get("DataTransfer"), Some(&1));
+    }
+
+    #[test]
+    fn a_receive_time_in_the_future_is_dead_lettered() {
+        assert_eq!(
+            dead_reason(
+                r#"{"timestamp":"2999-01-01T00:00:00Z","charge_point_id":"CP","message":[2,"a","Heartbeat",{}]}"#
+            ),
+            DeadLetterReason::BadTimestamp
+        );
     }
 
     #[test]

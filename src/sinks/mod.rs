@@ -2,10 +2,12 @@
 //!
 //! Owns: all output I/O. [`OutputSinks`] receives the records of one completed timely time,
 //! in a deterministic order, and writes them: `sessions/`, `revenue/`, `health/` as Parquet
-//! ([`parquet`]), `anomalies.jsonl`, `notifications.jsonl`, `dead-letter.jsonl` ([`jsonl`]).
+//! ([`parquet`]), `anomalies.jsonl`, `notifications.jsonl`, `dead-letter.jsonl` ([`jsonl`]),
+//! and, with `[output.kafka]`, the same JSONL records to Kafka topics ([`kafka`]).
 //! It also keeps the domain metrics and the run summary, which are about what was written.
 
 pub mod jsonl;
+pub mod kafka;
 pub mod parquet;
 
 use std::collections::BTreeMap;
@@ -28,6 +30,8 @@ pub enum SinkError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 /// What a run wrote, for the summary printed at the end.
@@ -53,6 +57,7 @@ pub struct OutputSinks {
     anomalies: JsonlWriter,
     notifications: JsonlWriter,
     dead_letters: JsonlWriter,
+    kafka: Option<kafka::KafkaSink>,
     metrics: Metrics,
     pub summary: Summary,
 }
@@ -72,9 +77,16 @@ impl OutputSinks {
             anomalies: JsonlWriter::open(&dir.join("anomalies.jsonl"))?,
             notifications: JsonlWriter::open(&dir.join("notifications.jsonl"))?,
             dead_letters: JsonlWriter::open(&dir.join("dead-letter.jsonl"))?,
+            kafka: None,
             metrics,
             summary: Summary::default(),
         })
+    }
+
+    /// Also sends anomalies, notifications and dead letters to Kafka.
+    pub fn with_kafka(mut self, sink: kafka::KafkaSink) -> OutputSinks {
+        self.kafka = Some(sink);
+        self
     }
 
     /// Writes the records of one completed time. `records` must already be in their
@@ -147,6 +159,9 @@ impl OutputSinks {
                         }
                     }
                     self.anomalies.write(&a)?;
+                    if let Some(k) = self.kafka.as_mut() {
+                        k.anomaly(&a.charge_point_id, &a)?;
+                    }
                 }
                 Output::Notification(n) => {
                     *self
@@ -163,10 +178,16 @@ impl OutputSinks {
                         .get_or_create(&labels2("kind", n.kind.as_str(), "audience", audience))
                         .inc();
                     self.notifications.write(&n)?;
+                    if let Some(k) = self.kafka.as_mut() {
+                        k.notification(&n.charge_point_id, &n)?;
+                    }
                 }
                 Output::DeadLetter(d) => {
                     self.summary.dead_letters += 1;
                     self.dead_letters.write(&d)?;
+                    if let Some(k) = self.kafka.as_mut() {
+                        k.dead_letter(&d)?;
+                    }
                 }
                 Output::Checkpoint { .. } => self.flush()?,
             }
@@ -186,6 +207,9 @@ impl OutputSinks {
         self.anomalies.flush()?;
         self.notifications.flush()?;
         self.dead_letters.flush()?;
+        if let Some(k) = self.kafka.as_mut() {
+            k.flush();
+        }
         Ok(())
     }
 }

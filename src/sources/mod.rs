@@ -1,4 +1,5 @@
-//! Sources: where OCPP-J envelope lines come from (a file, stdin, the built-in simulator).
+//! Sources: where OCPP-J envelope lines come from (a file, stdin, the built-in simulator, a
+//! Kafka topic).
 //!
 //! Owns: all input I/O and the cutting of input into [`Chunk`]s. A source never decodes OCPP
 //! (that is `ocpp`'s job) and never touches dataflow state: it hands raw lines and their
@@ -10,6 +11,7 @@
 //! input alone — so a run's output does not depend on the number of workers or on timing.
 
 pub mod file;
+pub mod kafka;
 pub mod simulator;
 pub mod stdin;
 
@@ -22,12 +24,20 @@ pub struct Chunk {
     pub data: Vec<u8>,
     /// One sequence number per line: a total order of all lines of the input.
     pub seqs: Vec<u64>,
+    /// The input partition the chunk belongs to (a Kafka partition; 0 for the other sources).
+    pub partition: u32,
+    /// How many partitions the input has (0 is read as 1).
+    pub partitions: u32,
+    /// The chunk is its partition's last (or, live, the partition is idle): the partition
+    /// stops holding the watermark back (see `dataflow::watermark`).
+    pub ended: bool,
 }
 
 impl Chunk {
     pub fn clear(&mut self) {
         self.data.clear();
         self.seqs.clear();
+        self.ended = false;
     }
 
     /// Iterates over `(seq, line)` pairs, lines without their `\n`.
@@ -66,6 +76,8 @@ pub enum SourceError {
         path: String,
         source: std::io::Error,
     },
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 /// Progress of a bounded source, for the progress display.
@@ -84,4 +96,10 @@ pub trait Source {
     /// A lower bound on the time of every chunk this worker will still produce.
     fn next_time(&self) -> u64;
     fn progress(&self) -> SourceProgress;
+    /// Every chunk with a time below `frontier` has been fully processed: its records are
+    /// written. `None`: the run has ended and everything has been processed. A source that
+    /// keeps a consumer position (Kafka) commits it here.
+    fn processed(&mut self, _frontier: Option<u64>) -> Result<(), SourceError> {
+        Ok(())
+    }
 }

@@ -1,7 +1,8 @@
 //! Fault detectors and the book of open anomalies of one charger.
 //!
 //! Owns: the detection rules (documented on each detector), anomaly ids and the open/resolved
-//! life cycle. Every anomaly opens once and resolves once, with the same deterministic id
+//! life cycle. An anomaly opens once and resolves at most once (one still open at the end of
+//! the input has no resolved record), with the same deterministic id
 //! (derived from kind, charger, connector and the event time at which the condition first
 //! held), so consumers can deduplicate on (`id`, `state`).
 //!
@@ -326,6 +327,10 @@ impl SampleDetectors {
             }
         }
         let wh = s.energy_wh?;
+        if self.last_register.is_some_and(|(t0, _)| at < t0) {
+            // An older reading delivered late says nothing about the register's continuity.
+            return None;
+        }
         let check = check_register(self.last_register, at, wh, max_power_w);
         self.last_register = Some((at, wh));
         match check {

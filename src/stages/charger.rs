@@ -61,6 +61,8 @@ struct ChargerState {
     maintenance: Vec<MaintenanceWindow>,
     maintenance_notified: Vec<bool>,
     now: Millis,
+    /// When the charger was first seen (for notices due before that).
+    first_seen: Millis,
     last_seen: Millis,
     heartbeat_interval: Millis,
     pending_boot: Option<MessageId>,
@@ -103,6 +105,8 @@ pub struct ChargerStages {
     reference: Arc<Reference>,
     chargers: FxHashMap<Arc<str>, ChargerState>,
     pub stats: StageStats,
+    /// The last watermark seen (`Millis::MIN` before the first).
+    watermark: Millis,
     operator: Arc<str>,
     public: Arc<str>,
 }
@@ -154,6 +158,7 @@ impl ChargerStages {
             reference,
             chargers: FxHashMap::default(),
             stats: StageStats::default(),
+            watermark: Millis::MIN,
             operator: Arc::from(OPERATOR),
             public: Arc::from(PUBLIC),
         }
@@ -163,14 +168,24 @@ impl ChargerStages {
         self.chargers.len()
     }
 
+    /// The state of a charger, created on its first event. A new charger's clock starts at
+    /// the watermark (or, before the first watermark, the bound before its first event), so
+    /// its first windows line up with everyone else's and an outlying first timestamp cannot
+    /// make it replay years of empty windows.
     fn state<'a>(
         chargers: &'a mut FxHashMap<Arc<str>, ChargerState>,
         cfg: &StageConfig,
         reference: &Reference,
         id: &Arc<str>,
         first_seen: Millis,
+        watermark: Millis,
     ) -> &'a mut ChargerState {
         chargers.entry(id.clone()).or_insert_with(|| {
+            let start = if watermark == Millis::MIN {
+                first_seen.saturating_sub(cfg.out_of_orderness)
+            } else {
+                watermark
+            };
             let station = reference.station(id);
             let maintenance = reference.maintenance_for(id, &station.site_id);
             ChargerState {
@@ -178,8 +193,9 @@ impl ChargerStages {
                 maintenance_notified: vec![false; maintenance.len()],
                 maintenance,
                 station,
-                now: first_seen,
-                last_seen: first_seen,
+                now: start,
+                first_seen: start.max(first_seen),
+                last_seen: start.max(first_seen),
                 heartbeat_interval: cfg.anomalies.heartbeat_interval.0,
                 pending_boot: None,
                 tx_by_message: Vec::new(),
@@ -188,7 +204,7 @@ impl ChargerStages {
                 charger_fault_active: false,
                 connectors: Vec::new(),
                 book: AnomalyBook::default(),
-                health: ChargerHealth::new(window_start(first_seen, cfg.health_window)),
+                health: ChargerHealth::new(window_start(start, cfg.health_window)),
                 recent: RecentUsers::default(),
             }
         })
@@ -203,6 +219,7 @@ impl ChargerStages {
             &self.reference,
             &ev.charge_point_id,
             ev.event_time,
+            self.watermark,
         );
         // Events of one frame share its seq; the same frame at another seq is a repeat.
         match st.recent_frames.iter().find(|(h, _)| *h == ev.frame_hash) {
@@ -215,6 +232,11 @@ impl ChargerStages {
                 st.recent_frames.push_back((ev.frame_hash, ev.seq));
             }
         }
+        // The backend answers a BootNotification at once, usually before the Boot itself
+        // leaves the reorder buffer: remember its message id on arrival.
+        if let EventKind::Boot { message_id, .. } = &ev.kind {
+            st.pending_boot = Some(*message_id);
+        }
         let EventKind::CallResult {
             message_id,
             transaction_id,
@@ -223,13 +245,6 @@ impl ChargerStages {
         else {
             return Arrival::Process;
         };
-        let st = Self::state(
-            &mut self.chargers,
-            &self.cfg,
-            &self.reference,
-            &ev.charge_point_id,
-            ev.event_time,
-        );
         if let Some(tx) = transaction_id {
             let pending = st
                 .connectors
@@ -258,15 +273,14 @@ impl ChargerStages {
 
     /// Fires every charger's timers up to `now` (the watermark).
     pub fn advance_all(&mut self, now: Millis, out: &mut Vec<Output>) {
+        if now == Millis::MIN {
+            return; // no watermark yet
+        }
+        self.watermark = self.watermark.max(now);
         let (cfg, operator) = (&*self.cfg, &self.operator);
-        let mut ids: Vec<&Arc<str>> = self.chargers.keys().collect();
-        // Deterministic output order whatever the hash map's order.
-        ids.sort_unstable();
-        let ids: Vec<Arc<str>> = ids.into_iter().cloned().collect();
-        for id in ids {
-            if let Some(st) = self.chargers.get_mut(&id) {
-                advance(st, cfg, operator, now, out);
-            }
+        // Any order: the sinks put records in a deterministic order.
+        for st in self.chargers.values_mut() {
+            advance(st, cfg, operator, now, out);
         }
     }
 
@@ -280,6 +294,7 @@ impl ChargerStages {
             reference,
             &ev.charge_point_id,
             ev.event_time,
+            self.watermark,
         );
         advance(st, cfg, &self.operator, ev.event_time, out);
         // A late event is applied as of the charger's current time.
@@ -299,17 +314,18 @@ impl ChargerStages {
                 out,
             );
         }
-        if !matches!(
-            ev.kind,
-            EventKind::CallResult { .. } | EventKind::CallError { .. }
-        ) {
+        // Everything but the backend's CALLRESULTs shows the charger is alive (a CALLERROR in
+        // a charger's traffic is its answer to a backend CALL).
+        if !matches!(ev.kind, EventKind::CallResult { .. }) {
             st.last_seen = st.last_seen.max(t);
             st.health.message_seen(t, st.heartbeat_interval);
         }
 
         match &ev.kind {
-            EventKind::Boot { message_id, .. } => st.pending_boot = Some(*message_id),
-            EventKind::Heartbeat | EventKind::Authorize { .. } | EventKind::CallResult { .. } => {}
+            EventKind::Boot { .. }
+            | EventKind::Heartbeat
+            | EventKind::Authorize { .. }
+            | EventKind::CallResult { .. } => {}
             EventKind::CallError { .. } => st.health.charger_error(),
             EventKind::Status {
                 connector_id,
@@ -431,12 +447,15 @@ impl ChargerStages {
                 st.health.connector(c);
                 let max_power = st.station.max_power_w;
                 let cs = connector(&mut st.connectors, c);
+                // Samples are judged at their own time: a backlog delivered late (a charger
+                // that was offline, transactionData) keeps its spacing.
+                let at = ev.event_time;
                 let check = cs.detectors.observe(
                     &cfg.anomalies,
                     &mut st.book,
                     &subject,
                     c,
-                    t,
+                    at,
                     sample,
                     max_power,
                     out,
@@ -448,7 +467,7 @@ impl ChargerStages {
                 });
                 if let Some(s) = session {
                     if let Some(wh) = sample.energy_wh {
-                        s.observe_register(t, wh, max_power);
+                        s.observe_register(at, wh, max_power);
                     }
                     if let Some(p) = sample.power_w {
                         s.peak_power_w = s.peak_power_w.max(p);
@@ -558,7 +577,6 @@ impl ChargerStages {
                         .map(|m| m + old.sample_energy_wh.round() as i64);
                     close_session(
                         st,
-                        cfg,
                         reference,
                         c,
                         old,
@@ -672,7 +690,6 @@ impl ChargerStages {
                             let end = ev.event_time.max(s.start_time);
                             close_session(
                                 st,
-                                cfg,
                                 reference,
                                 c,
                                 s,
@@ -767,7 +784,6 @@ fn set_faulted(
 #[allow(clippy::too_many_arguments)]
 fn close_session(
     st: &mut ChargerState,
-    _cfg: &StageConfig,
     reference: &Reference,
     c: u32,
     mut s: OpenSession,
@@ -777,6 +793,7 @@ fn close_session(
     ev: &Event,
     out: &mut Vec<Output>,
 ) {
+    connector(&mut st.connectors, c).no_power_since = None;
     let (energy_wh, energy_source) = s.final_energy(end, meter_stop_wh, st.station.max_power_w);
     let tariff = &st.station.tariff;
     let price = price_session(tariff, energy_wh);
@@ -921,8 +938,10 @@ fn advance(
             Timer::MaintenanceNotice(at, i) => {
                 st.maintenance_notified[i] = true;
                 let m = &st.maintenance[i];
-                // Only a charger that exists before the notice is due gets one.
-                if at >= st.health.window_start - cfg.health_window {
+                // A charger seen only after the notice was due still gets it, when first seen,
+                // as long as the window has not started.
+                let at = at.max(st.first_seen);
+                if at < m.start.0 {
                     let facts = json!({"start": format_rfc3339(m.start.0), "end": format_rfc3339(m.end.0), "reason": m.reason});
                     notify(
                         NotificationKind::MaintenanceUpcoming,
@@ -961,7 +980,7 @@ fn accumulate_health(st: &mut ChargerState, to: Millis) {
     let book = &st.book;
     let open = |c: u32| {
         if c == 0 {
-            book.open_count() - (0..0).count()
+            book.open_count()
         } else {
             book.open_for_connector(c)
         }

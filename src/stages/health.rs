@@ -163,7 +163,7 @@ impl ChargerHealth {
 
     /// Accumulates durations up to `to` under the conditions that held since the cursor.
     pub fn advance_to(&mut self, to: Millis, c: &Conditions) {
-        let dt = to - self.cursor;
+        let dt = to.saturating_sub(self.cursor);
         if dt <= 0 {
             return;
         }

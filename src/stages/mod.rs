@@ -141,6 +141,8 @@ pub struct StageConfig {
     pub notifications: NotificationConfig,
     pub health_window: Millis,
     pub revenue_window: Millis,
+    /// The watermark's bound (a new charger's clock starts this far before its first event).
+    pub out_of_orderness: Millis,
 }
 
 impl StageConfig {
@@ -150,6 +152,7 @@ impl StageConfig {
             notifications: cfg.notifications.clone(),
             health_window: cfg.health.window.0,
             revenue_window: cfg.revenue.window.0,
+            out_of_orderness: cfg.pipeline.out_of_orderness.0,
         }
     }
 }

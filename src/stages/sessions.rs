@@ -63,6 +63,10 @@ impl OpenSession {
 
     /// Folds a register reading into the sample-based energy.
     pub fn observe_register(&mut self, at: Millis, wh: f64, max_power_w: f64) {
+        if self.last_register.is_some_and(|(t0, _)| at < t0) {
+            // Older than the last reading (delivered late): only the register rule can use it.
+            return;
+        }
         match check_register(self.last_register, at, wh, max_power_w) {
             RegisterCheck::Ok(d) => self.sample_energy_wh += d,
             RegisterCheck::Backwards(_) | RegisterCheck::Jump(_) => self.saw_meter_error = true,
