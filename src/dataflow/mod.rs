@@ -302,8 +302,8 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
 fn record_stats(m: &Metrics, s: &DecodeStats) {
     m.input_lines.inc_by(s.lines);
     let mut n = 0;
-    for (action, c) in &s.events_by_action {
-        m.events.get_or_create(&label("action", *action)).inc_by(*c);
+    for (action, c) in s.events_by_action.iter() {
+        m.events.get_or_create(&label("action", action)).inc_by(c);
         n += c;
     }
     m.events_decoded.inc_by(n);

@@ -98,7 +98,7 @@ pub fn charger_stage<'s>(
             let mut cap = Some(cap);
             let mut buffer: TimeBuffer<Event> = TimeBuffer::new(out_of_orderness);
             // Events waiting for the watermark, in (event time, seq, arrival) order.
-            let mut reorder: BTreeMap<(Millis, u64, u64), Event> = BTreeMap::new();
+            let mut reorder = ReorderBuffer::default();
             let mut arrival = 0u64;
             let mut counted_chargers = 0i64;
             let mut out: Vec<Output> = Vec::new();
@@ -186,17 +186,50 @@ pub fn charger_stage<'s>(
     )
 }
 
+/// Events waiting for the watermark, ordered by (event time, seq, arrival). The events live
+/// in a slab and the ordered map holds slot numbers: events are large, and a B-tree moves
+/// its values around as it rebalances.
+#[derive(Default)]
+struct ReorderBuffer {
+    order: BTreeMap<(Millis, u64, u64), u32>,
+    slots: Vec<Option<Event>>,
+    free: Vec<u32>,
+}
+
+impl ReorderBuffer {
+    fn insert(&mut self, key: (Millis, u64, u64), ev: Event) {
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(ev);
+                i
+            }
+            None => {
+                self.slots.push(Some(ev));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.order.insert(key, slot);
+    }
+
+    /// Removes and returns the earliest event with event time ≤ `watermark`.
+    fn pop_until(&mut self, watermark: Millis) -> Option<Event> {
+        let entry = self.order.first_entry()?;
+        if entry.key().0 > watermark {
+            return None;
+        }
+        let slot = entry.remove();
+        self.free.push(slot);
+        self.slots[slot as usize].take()
+    }
+}
+
 fn release(
-    reorder: &mut BTreeMap<(Millis, u64, u64), Event>,
+    reorder: &mut ReorderBuffer,
     stages: &mut ChargerStages,
     watermark: Millis,
     out: &mut Vec<Output>,
 ) {
-    while let Some(entry) = reorder.first_entry() {
-        if entry.key().0 > watermark {
-            break;
-        }
-        let ev = entry.remove();
+    while let Some(ev) = reorder.pop_until(watermark) {
         stages.process(&ev, out);
     }
 }

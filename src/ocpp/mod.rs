@@ -317,7 +317,7 @@ pub(crate) fn integer_transaction_id<'de, D: serde::Deserializer<'de>>(
 #[derive(Debug, Default, Clone)]
 pub struct DecodeStats {
     pub lines: u64,
-    pub events_by_action: FxHashMap<&'static str, u64>,
+    pub events_by_action: ActionCounts,
     pub ignored_by_action: FxHashMap<String, u64>,
     pub dead_by_reason: FxHashMap<DeadLetterReason, u64>,
     /// Events whose charger timestamp was replaced by the receive time (clock skew).
@@ -343,6 +343,40 @@ impl DecodeStats {
         self.calls_by_version = [0; 2];
         self.quirks.clear();
         self.max_event_time = None;
+    }
+}
+
+/// Events per action name: a handful of names, counted per event, so a short list searched
+/// by pointer beats hashing the name.
+#[derive(Debug, Default, Clone)]
+pub struct ActionCounts(Vec<(&'static str, u64)>);
+
+impl ActionCounts {
+    pub fn add(&mut self, name: &'static str) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, _)| std::ptr::eq(*n, name) || *n == name)
+        {
+            Some((_, c)) => *c += 1,
+            None => self.0.push((name, 1)),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().map(|(_, c)| *c)
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
     }
 }
 
@@ -452,7 +486,7 @@ impl Decoder {
                     *stats.quirks.entry(q).or_default() += 1;
                 }
                 for e in &events[before..] {
-                    *stats.events_by_action.entry(e.kind.name()).or_default() += 1;
+                    stats.events_by_action.add(e.kind.name());
                     let progress = e.event_time.min(e.receive_time);
                     stats.max_event_time =
                         Some(stats.max_event_time.map_or(progress, |m| m.max(progress)));

@@ -22,7 +22,6 @@ pub struct FileSource {
     /// Owned chunks are those with index ≡ `owner_rem` (mod `owner_step`).
     owner_step: u64,
     owner_rem: u64,
-    scratch: Vec<u8>,
     bytes_read: u64,
     total_bytes: Option<u64>,
 }
@@ -50,7 +49,6 @@ impl FileSource {
             next_chunk: 0,
             owner_step: step,
             owner_rem: rem,
-            scratch: Vec::with_capacity(4096),
             bytes_read: 0,
             total_bytes,
         })
@@ -72,13 +70,18 @@ impl Source for FileSource {
             let mut seq = c * self.chunk_lines;
             let mut lines = 0;
             while lines < self.chunk_lines {
-                self.scratch.clear();
-                let n = reader
-                    .read_until(b'\n', &mut self.scratch)
-                    .map_err(|source| SourceError::Io {
-                        path: self.path.display().to_string(),
-                        source,
-                    })?;
+                let io = |source| SourceError::Io {
+                    path: self.path.display().to_string(),
+                    source,
+                };
+                // Owned lines are read straight into the chunk, other workers' lines are
+                // skipped: no copy of a line that is not decoded here, one copy of the rest.
+                let start = chunk.data.len();
+                let n = if owned {
+                    reader.read_until(b'\n', &mut chunk.data).map_err(io)?
+                } else {
+                    reader.skip_until(b'\n').map_err(io)?
+                };
                 if n == 0 {
                     break;
                 }
@@ -86,12 +89,16 @@ impl Source for FileSource {
                 lines += 1;
                 seq += 1;
                 if owned {
-                    let mut line: &[u8] = &self.scratch;
-                    while let [rest @ .., b'\n' | b'\r'] = line {
-                        line = rest;
+                    let mut end = chunk.data.len();
+                    while end > start && matches!(chunk.data[end - 1], b'\n' | b'\r') {
+                        end -= 1;
                     }
-                    if !line.iter().all(u8::is_ascii_whitespace) {
-                        chunk.push_line(seq, line);
+                    if chunk.data[start..end].iter().all(u8::is_ascii_whitespace) {
+                        chunk.data.truncate(start);
+                    } else {
+                        chunk.data.truncate(end);
+                        chunk.data.push(b'\n');
+                        chunk.seqs.push(seq);
                     }
                 }
             }
