@@ -589,7 +589,11 @@ impl Decoder {
                     ),
                 }
                 .map_err(|e| e.in_version(version, by))?;
-                if let ActionOutcome::Ignored = outcome {
+                // A valid frame that carries nothing evflow uses (e.g. a 2.0.1 TransactionEvent
+                // Updated with neither samples nor a usable token) is counted like an unused
+                // action: never lost without a trace.
+                if matches!(outcome, ActionOutcome::Ignored) || partials.is_empty() {
+                    self.scratch = partials;
                     *stats
                         .ignored_by_action
                         .entry(action.into_owned())
@@ -829,6 +833,16 @@ mod tests {
         );
         assert!(ev.is_empty() && dl.is_empty());
         assert_eq!(st.ignored_by_action.get("DataTransfer"), Some(&1));
+    }
+
+    #[test]
+    fn a_frame_that_yields_no_event_is_counted() {
+        // A 2.0.1 Updated event with a charging state but no EVSE and no samples.
+        let (ev, dl, st) = decode(
+            r#"{"timestamp":"2026-01-05T08:00:00Z","charge_point_id":"CP","message":[2,"a","TransactionEvent",{"eventType":"Updated","timestamp":"2026-01-05T08:00:00Z","triggerReason":"ChargingStateChanged","seqNo":3,"transactionInfo":{"transactionId":"T1","chargingState":"SuspendedEV"}}]}"#,
+        );
+        assert!(ev.is_empty() && dl.is_empty(), "{ev:?} {dl:?}");
+        assert_eq!(st.ignored_by_action.get("TransactionEvent"), Some(&1));
     }
 
     #[test]
