@@ -273,3 +273,48 @@ fn a_charger_clock_running_ahead_does_not_make_others_late() {
     assert_eq!(sessions.len(), 1);
     assert!(!sessions[0].late, "{:?}", sessions[0]);
 }
+
+#[test]
+fn a_retried_start_is_not_billed_twice() {
+    let _g = serial();
+    let dir = tmp_dir("ordering-retry");
+    let cp = "RETRY";
+    let start = |msg: &str, tx: i64, at: &str| {
+        vec![
+            line(
+                &ts(at),
+                cp,
+                json!([2, msg, "StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": 1000, "timestamp": ts(at)}]),
+            ),
+            line(
+                &ts(at),
+                cp,
+                json!([3, msg, {"transactionId": tx, "idTagInfo": {"status": "Accepted"}}]),
+            ),
+        ]
+    };
+    // The charger retries its StartTransaction with a new message id; the backend hands out
+    // a second transaction id.
+    let mut lines = start("s1", 1, "10:00:00");
+    lines.extend(start("s2", 2, "10:00:05"));
+    lines.push(line(&ts("10:30:00"), cp, json!([2, "x", "StopTransaction", {"transactionId": 2, "meterStop": 6000, "timestamp": ts("10:30:00")}])));
+    let input = dir.join("in.jsonl");
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    run_ok(&[
+        "run",
+        file_dataflow(&dir, &input, None, "").to_str().unwrap(),
+    ]);
+    let sessions = evflow::sinks::parquet::read_sessions(&dir.join("out")).unwrap();
+    assert_eq!(sessions.len(), 2);
+    let superseded = sessions
+        .iter()
+        .find(|s| &*s.stop_reason == "Superseded")
+        .unwrap();
+    assert_eq!(
+        (superseded.energy_wh, superseded.total_incl_vat),
+        (0, rust_decimal::Decimal::ZERO)
+    );
+    let billed = sessions.iter().find(|s| s.transaction_id == "2").unwrap();
+    assert_eq!(billed.energy_wh, 5000);
+    assert!(billed.total_incl_vat > rust_decimal::Decimal::ZERO);
+}

@@ -101,6 +101,7 @@ pub fn charger_stage<'s>(
             let mut reorder = ReorderBuffer::default();
             let mut arrival = 0u64;
             let mut counted_chargers = 0i64;
+            let mut timers_checked = Millis::MIN;
             let mut out: Vec<Output> = Vec::new();
             move |(ev_in, ev_frontier), (mk_in, mk_frontier), output| {
                 ev_in.for_each(|c, data| buffer.stash(c.least(), data));
@@ -137,9 +138,13 @@ pub fn charger_stage<'s>(
                     }
                     let w = buffer.watermark.advance_through(t);
                     release(&mut reorder, &mut stages, w, &mut out);
-                    // No watermark yet (a partition not heard from): no timer is due.
-                    if w > Millis::MIN {
+                    // Timers of chargers without events are checked once per second of event
+                    // time (not per chunk: a live feed makes a chunk of every line). They still
+                    // carry the exact event time at which they were due. No watermark yet (a
+                    // partition not heard from): no timer is due.
+                    if w > Millis::MIN && w.div_euclid(1000) > timers_checked.div_euclid(1000) {
                         stages.advance_all(w, &mut out);
+                        timers_checked = w;
                     }
                     if !out.is_empty() {
                         output

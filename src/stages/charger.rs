@@ -28,6 +28,9 @@ use crate::model::{
 use crate::ocpp::v16::TRANSACTION_CONNECTOR;
 use crate::tariff::price_session;
 
+/// Stop reason of a session ended by a new transaction on the same connector.
+pub const SUPERSEDED: &str = "Superseded";
+
 /// The id tag of a session whose driver was never identified.
 pub const UNKNOWN_DRIVER: &str = "unknown";
 use crate::time::{format_rfc3339, window_start};
@@ -582,7 +585,7 @@ impl ChargerStages {
                         old,
                         ev.event_time,
                         stop,
-                        &Arc::from("Superseded"),
+                        &Arc::from(SUPERSEDED),
                         ev,
                         out,
                     );
@@ -796,7 +799,13 @@ fn close_session(
     connector(&mut st.connectors, c).no_power_since = None;
     let (energy_wh, energy_source) = s.final_energy(end, meter_stop_wh, st.station.max_power_w);
     let tariff = &st.station.tariff;
-    let price = price_session(tariff, energy_wh);
+    // A transaction replaced before it delivered anything (a start the charger retried with
+    // a new transaction id) is recorded but not billed, not even its session fee.
+    let price = if energy_wh == 0 && reason.as_ref() == SUPERSEDED {
+        price_session(&crate::tariff::Tariff::free(&tariff.id), 0)
+    } else {
+        price_session(tariff, energy_wh)
+    };
     st.health.connector(c).session_ended(energy_wh, reason);
     let subject = Subject {
         charge_point_id: &st.id,
