@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use broker::Broker;
 use common::*;
-use evflow::model::SessionRecord;
 use evflow::sinks::parquet::{read_revenue, read_sessions};
 use serde_json::json;
 
@@ -29,25 +28,6 @@ fn simulate(dir: &Path, chargers: u32, hours: u32) -> String {
         dir.join("registry.json").to_str().unwrap(),
     ]);
     std::fs::read_to_string(dir.join("traffic.jsonl")).unwrap()
-}
-
-fn sorted_sessions(out: &Path) -> Vec<SessionRecord> {
-    let mut s = read_sessions(out).expect("read sessions");
-    s.sort_by(|a, b| {
-        (
-            a.end_time,
-            &a.charge_point_id,
-            a.connector_id,
-            &a.transaction_id,
-        )
-            .cmp(&(
-                b.end_time,
-                &b.charge_point_id,
-                b.connector_id,
-                &b.transaction_id,
-            ))
-    });
-    s
 }
 
 /// (id, state) of every anomaly record.
@@ -354,28 +334,6 @@ fn a_finished_run_commits_its_offsets() {
     assert_eq!(run("g", "out2"), (0, 0));
     // Another group reads everything again.
     assert_eq!(run("other", "out3"), (n, sessions));
-}
-
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
-/// The value of the first series that starts with `series`.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Scrapes until `done` holds (at most 60 s).

@@ -11,8 +11,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -269,28 +268,6 @@ fn live_metrics(dataflow: &Path, text: &str, out: &Path) -> String {
     let status = child.wait().expect("evflow exits");
     assert!(status.success(), "the live run failed");
     body
-}
-
-fn scrape(addr: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect to /metrics");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    body
-}
-
-/// The value of the series written exactly `series` (name and labels).
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.split(' ').next() == Some(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Series of metric `name` with a non-zero value.

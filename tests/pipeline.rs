@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::*;
-use evflow::model::{RevenueRow, SessionRecord};
+use evflow::model::RevenueRow;
 use evflow::sinks::parquet::{read_revenue, read_sessions};
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -31,25 +31,6 @@ fn simulate(dir: &Path, chargers: u32, seed: u64) {
         "--registry",
         dir.join("registry.json").to_str().unwrap(),
     ]);
-}
-
-fn sorted_sessions(out: &Path) -> Vec<SessionRecord> {
-    let mut s = read_sessions(out).expect("read sessions");
-    s.sort_by(|a, b| {
-        (
-            a.end_time,
-            &a.charge_point_id,
-            a.connector_id,
-            &a.transaction_id,
-        )
-            .cmp(&(
-                b.end_time,
-                &b.charge_point_id,
-                b.connector_id,
-                &b.transaction_id,
-            ))
-    });
-    s
 }
 
 fn sorted_revenue(out: &Path) -> Vec<RevenueRow> {

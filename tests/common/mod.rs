@@ -82,3 +82,48 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
 pub fn line(ts: &str, cp: &str, message: serde_json::Value) -> String {
     serde_json::json!({"timestamp": ts, "charge_point_id": cp, "message": message}).to_string()
 }
+
+/// GET /metrics from a running evflow; asserts a 200.
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("set a read timeout");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read the response");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}
+
+/// The value of the series written exactly `series` (name and labels, as exposed).
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Sessions of an output directory, in (end, charger, connector, transaction) order.
+pub fn sorted_sessions(out: &Path) -> Vec<evflow::model::SessionRecord> {
+    let mut s = evflow::sinks::parquet::read_sessions(out).expect("read sessions");
+    s.sort_by(|a, b| {
+        (
+            a.end_time,
+            &a.charge_point_id,
+            a.connector_id,
+            &a.transaction_id,
+        )
+            .cmp(&(
+                b.end_time,
+                &b.charge_point_id,
+                b.connector_id,
+                &b.transaction_id,
+            ))
+    });
+    s
+}
