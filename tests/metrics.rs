@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::Stdio;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -54,32 +53,7 @@ fn metrics_are_served_live_with_documented_names() {
         dir.join("registry.json").to_str().unwrap(),
     ]);
     let dataflow = file_dataflow(&dir, &traffic, Some(&dir.join("registry.json")), "");
-    let mut child = evflow()
-        .args([
-            "run",
-            dataflow.to_str().unwrap(),
-            "--input",
-            "-",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evflow");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = l.split("http://").nth(1) {
-                let _ = tx.send(rest.trim_end_matches("/metrics").to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("evflow logs its metrics address");
+    let (mut child, addr) = spawn_live(&dataflow, &[]);
     assert!(addr.starts_with("127.0.0.1:"), "binds to loopback: {addr}");
 
     // Feed the first half, keep stdin open: evflow must process it while waiting for more.

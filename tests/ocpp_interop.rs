@@ -11,9 +11,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -227,27 +227,7 @@ fn outcome(version: &'static str) -> &'static Outcome {
 /// Runs evflow on `text` as a live stream (stdin) and scrapes /metrics once every line has been
 /// decoded (decode statistics are folded per chunk, with the line count).
 fn live_metrics(dataflow: &Path, text: &str, out: &Path) -> String {
-    let mut child = evflow()
-        .args(["run", dataflow.to_str().unwrap(), "--input", "-", "--out"])
-        .arg(out)
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evflow");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = l.split("http://").nth(1) {
-                let _ = tx.send(rest.trim_end_matches("/metrics").to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("evflow logs its metrics address");
+    let (mut child, addr) = spawn_live(dataflow, &["--out", out.to_str().unwrap()]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(text.as_bytes()).unwrap();
     stdin.flush().unwrap();

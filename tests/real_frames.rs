@@ -6,9 +6,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -449,32 +448,7 @@ fn the_binary_accounts_for_every_real_frame() {
 
     let dir = tmp_dir("real-frames");
     let dataflow = file_dataflow(&dir, &dir.join("unused.jsonl"), None, "");
-    let mut child = evflow()
-        .args([
-            "run",
-            dataflow.to_str().unwrap(),
-            "--input",
-            "-",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn evflow");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = l.split("http://").nth(1) {
-                let _ = tx.send(rest.trim_end_matches("/metrics").to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("evflow logs its metrics address");
+    let (mut child, addr) = spawn_live(&dataflow, &[]);
     let mut stdin = child.stdin.take().unwrap();
     for l in &lines {
         writeln!(stdin, "{l}").unwrap();

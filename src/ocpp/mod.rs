@@ -208,7 +208,7 @@ pub fn detect_version(action: &str, payload: &str) -> OcppVersion {
         "StatusNotification" => (&["connectorStatus", "evseId"], &["status", "errorCode"]),
         "MeterValues" => (&["evseId"], &["connectorId", "transactionId"]),
         "Authorize" => (&["idToken"], &["idTag"]),
-        a if v16::ACTIONS_V201_ONLY.contains(&a) => return V201,
+        a if v201::ACTIONS.contains(&a) && !v16::ACTIONS.contains(&a) => return V201,
         _ => return V16,
     };
     first_top_level_key(payload, |k| {

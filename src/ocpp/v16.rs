@@ -61,47 +61,6 @@ pub const ACTIONS: &[&str] = &[
     "UpdateFirmware",
 ];
 
-/// OCPP 2.0.1 actions not in 1.6 (the 1.6 decoder counts them as ignored; `detect_version`
-/// reads them as 2.0.1).
-pub const ACTIONS_V201_ONLY: &[&str] = &[
-    "ClearDisplayMessage",
-    "ClearVariableMonitoring",
-    "ClearedChargingLimit",
-    "CostUpdated",
-    "CustomerInformation",
-    "Get15118EVCertificate",
-    "GetBaseReport",
-    "GetCertificateStatus",
-    "GetChargingProfiles",
-    "GetDisplayMessages",
-    "GetMonitoringReport",
-    "GetReport",
-    "GetTransactionStatus",
-    "GetVariables",
-    "NotifyChargingLimit",
-    "NotifyCustomerInformation",
-    "NotifyDisplayMessages",
-    "NotifyEVChargingNeeds",
-    "NotifyEVChargingSchedule",
-    "NotifyEvent",
-    "NotifyMonitoringReport",
-    "NotifyReport",
-    "PublishFirmware",
-    "PublishFirmwareStatusNotification",
-    "ReportChargingProfiles",
-    "RequestStartTransaction",
-    "RequestStopTransaction",
-    "ReservationStatusUpdate",
-    "SetDisplayMessage",
-    "SetMonitoringBase",
-    "SetMonitoringLevel",
-    "SetNetworkProfile",
-    "SetVariableMonitoring",
-    "SetVariables",
-    "TransactionEvent",
-    "UnpublishFirmware",
-];
-
 /// Deviations from OCPP 1.6 seen on real chargers that evflow accepts and counts
 /// (`evflow_ocpp_quirks_total{quirk}`); docs/ocpp-quirks.md says why each is tolerated.
 pub mod quirk {
@@ -374,7 +333,7 @@ pub(crate) fn decode_call(
                 },
             });
         }
-        a if ACTIONS.contains(&a) || ACTIONS_V201_ONLY.contains(&a) => {
+        a if ACTIONS.contains(&a) || super::v201::ACTIONS.contains(&a) => {
             return Ok(ActionOutcome::Ignored)
         }
         other => {

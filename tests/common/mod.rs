@@ -127,3 +127,37 @@ pub fn sorted_sessions(out: &Path) -> Vec<evflow::model::SessionRecord> {
     });
     s
 }
+
+/// Starts `evflow run DATAFLOW --input - --metrics-addr 127.0.0.1:0 [extra]` reading a live
+/// stream on stdin; returns the child (stdin and stdout piped) and its metrics address, read
+/// from its log.
+pub fn spawn_live(dataflow: &Path, extra: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = evflow()
+        .arg("run")
+        .arg(dataflow)
+        .args(["--input", "-", "--metrics-addr", "127.0.0.1:0"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn evflow");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = l.split("http://").nth(1) {
+                let _ = tx.send(rest.trim_end_matches("/metrics").to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("evflow logs its metrics address");
+    (child, addr)
+}
