@@ -163,6 +163,11 @@ pub struct KafkaConfig {
     /// Live mode: a partly filled chunk is passed on after this long.
     #[serde(default = "defaults::kafka_linger")]
     pub linger: Duration,
+    /// A commit (snapshot + manifest, `docs/commit-protocol.md`) every this many chunks of
+    /// every partition: at most `commit_every_chunks × chunk_lines` records per partition are
+    /// read again after a crash (live, a chunk is cut at least every `linger`).
+    #[serde(default = "defaults::commit_every_chunks")]
+    pub commit_every_chunks: u64,
     /// librdkafka properties passed verbatim to every Kafka client (TLS, SASL, timeouts…).
     #[serde(default)]
     pub properties: KafkaProperties,
@@ -611,6 +616,11 @@ impl DataflowConfig {
                 "pipeline.chunk_lines must be ≥ 1".into(),
             ));
         }
+        if self.kafka.commit_every_chunks == 0 {
+            return Err(ConfigError::Invalid(
+                "kafka.commit_every_chunks must be ≥ 1".into(),
+            ));
+        }
         for (name, d) in [
             ("health.window", self.health.window),
             ("revenue.window", self.revenue.window),
@@ -787,6 +797,9 @@ mod defaults {
     }
     pub fn kafka_linger() -> Duration {
         Duration(200)
+    }
+    pub fn commit_every_chunks() -> u64 {
+        8
     }
     pub fn kafka_flush_timeout() -> Duration {
         Duration(30_000)

@@ -69,6 +69,15 @@ enum Command {
         #[arg(long)]
         no_faults: bool,
     },
+    /// Produce an envelope JSONL file (e.g. from `simulate`) to a Kafka topic, each record
+    /// keyed by its charge point id: to try a Kafka dataflow or replay a capture.
+    Produce {
+        /// Envelope JSONL (`-` for stdin).
+        file: PathBuf,
+        /// `kafka://HOST:PORT/TOPIC[?PROPERTY=VALUE…]` (librdkafka producer properties).
+        #[arg(long)]
+        to: String,
+    },
     /// Price an OCPI 2.2.1 CDR with an OCPI tariff; prints the CDR with its totals (JSON).
     Price {
         /// The OCPI Tariff (JSON).
@@ -123,7 +132,17 @@ fn main() -> Result<()> {
             }
             cfg.strict |= strict;
             cfg.validate()?;
-            if !append {
+            // A Kafka run whose output directory holds a commit continues from it (a
+            // restart after a crash or a stop): its outputs are not cleared.
+            let resumes = matches!(cfg.source, SourceConfig::Kafka(_))
+                && evflow::dataflow::commit::has_manifest(&cfg.output.dir);
+            if resumes {
+                tracing::info!(
+                    "{} holds a commit of this Kafka source: continuing from it (delete the \
+                     directory, or use another, to start over)",
+                    cfg.output.dir.display()
+                );
+            } else if !append {
                 clear_outputs(&cfg.output.dir)?;
             }
             let metrics = Metrics::new();
@@ -185,6 +204,23 @@ fn main() -> Result<()> {
                 out.display()
             );
         }
+        Command::Produce { file, to } => {
+            let started = std::time::Instant::now();
+            let input: Box<dyn std::io::BufRead> = if file.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                Box::new(std::io::BufReader::with_capacity(
+                    1 << 20,
+                    std::fs::File::open(&file)
+                        .with_context(|| format!("cannot open {}", file.display()))?,
+                ))
+            };
+            let n = evflow::sinks::kafka::produce_lines(&to, input)?;
+            println!(
+                "produced {n} records to {to} in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         Command::Price {
             tariff,
             cdr,
@@ -212,6 +248,11 @@ fn clear_outputs(dir: &Path) -> Result<()> {
             std::fs::remove_dir_all(&p)
                 .with_context(|| format!("cannot remove {}", p.display()))?;
         }
+    }
+    let state = evflow::dataflow::commit::state_dir(dir);
+    if state.exists() {
+        std::fs::remove_dir_all(&state)
+            .with_context(|| format!("cannot remove {}", state.display()))?;
     }
     for file in [
         "anomalies.jsonl",

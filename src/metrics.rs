@@ -14,6 +14,7 @@ use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -74,6 +75,14 @@ pub struct Metrics {
     pub kafka_consumer_lag: Family<Labels, Gauge>,
     pub kafka_records: Family<Labels, Counter>,
     pub kafka_delivery_errors: Family<Labels, Counter>,
+    pub kafka_committed_offset: Family<Labels, Gauge>,
+    // commits (dataflow::commit)
+    pub commits: Counter,
+    pub commits_postponed: Counter,
+    pub commit_duration: Histogram,
+    pub snapshot_bytes: Gauge,
+    pub last_commit: FloatGauge,
+    pub restore_duration: FloatGauge,
 }
 
 impl Default for Metrics {
@@ -194,6 +203,41 @@ impl Metrics {
             "Kafka sinks: records librdkafka could not deliver (after its retries), by topic",
             AlwaysDescribed(m.kafka_delivery_errors.clone()),
         );
+        r.register(
+            "kafka_committed_offset",
+            "Kafka source: the next offset of the last commit (manifest), by topic and partition",
+            AlwaysDescribed(m.kafka_committed_offset.clone()),
+        );
+        r.register(
+            "commits",
+            "Commits made (snapshots plus manifest; Kafka source only)",
+            m.commits.clone(),
+        );
+        r.register(
+            "commits_postponed",
+            "Commits skipped because the outputs could not be made durable (e.g. Kafka sink down)",
+            m.commits_postponed.clone(),
+        );
+        r.register(
+            "commit_duration_seconds",
+            "Time from a commit boundary being reached to its manifest being written",
+            m.commit_duration.clone(),
+        );
+        r.register(
+            "commit_snapshot_bytes",
+            "Size of the last commit's snapshots, all workers",
+            m.snapshot_bytes.clone(),
+        );
+        r.register(
+            "last_commit_timestamp_seconds",
+            "Wall-clock time of the last commit, Unix seconds",
+            m.last_commit.clone(),
+        );
+        r.register(
+            "restore_duration_seconds",
+            "Time spent reading the last commit's snapshots at start (0: fresh start)",
+            m.restore_duration.clone(),
+        );
         // Series with known label values exist from the start (at 0), so dashboards and alert
         // rules see them before the first occurrence.
         let actions = [
@@ -262,6 +306,13 @@ impl Metrics {
             kafka_consumer_lag: m.kafka_consumer_lag,
             kafka_records: m.kafka_records,
             kafka_delivery_errors: m.kafka_delivery_errors,
+            kafka_committed_offset: m.kafka_committed_offset,
+            commits: m.commits,
+            commits_postponed: m.commits_postponed,
+            commit_duration: m.commit_duration,
+            snapshot_bytes: m.snapshot_bytes,
+            last_commit: m.last_commit,
+            restore_duration: m.restore_duration,
         }
     }
 
@@ -318,7 +369,6 @@ impl Metrics {
     }
 }
 
-#[derive(Default)]
 struct MetricsBuilder {
     input_lines: Counter,
     events: Family<Labels, Counter>,
@@ -344,6 +394,52 @@ struct MetricsBuilder {
     kafka_consumer_lag: Family<Labels, Gauge>,
     kafka_records: Family<Labels, Counter>,
     kafka_delivery_errors: Family<Labels, Counter>,
+    kafka_committed_offset: Family<Labels, Gauge>,
+    commits: Counter,
+    commits_postponed: Counter,
+    commit_duration: Histogram,
+    snapshot_bytes: Gauge,
+    last_commit: FloatGauge,
+    restore_duration: FloatGauge,
+}
+
+impl Default for MetricsBuilder {
+    fn default() -> Self {
+        MetricsBuilder {
+            input_lines: Default::default(),
+            events: Default::default(),
+            events_ignored: Default::default(),
+            decode_errors: Default::default(),
+            dead_letters: Default::default(),
+            late_events: Default::default(),
+            clock_skew_events: Default::default(),
+            orphan_stops: Default::default(),
+            duplicate_frames: Default::default(),
+            ocpp_quirks: Default::default(),
+            watermark: Default::default(),
+            watermark_lag: Default::default(),
+            chargers: Default::default(),
+            health_score: Default::default(),
+            anomalies_open: Default::default(),
+            anomalies: Default::default(),
+            notifications: Default::default(),
+            sessions: Default::default(),
+            energy_wh: Default::default(),
+            revenue_excl_vat: Default::default(),
+            revenue_incl_vat: Default::default(),
+            kafka_consumer_lag: Default::default(),
+            kafka_records: Default::default(),
+            kafka_delivery_errors: Default::default(),
+            kafka_committed_offset: Default::default(),
+            commits: Default::default(),
+            commits_postponed: Default::default(),
+            // 1 ms to ~16 s.
+            commit_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            snapshot_bytes: Default::default(),
+            last_commit: Default::default(),
+            restore_duration: Default::default(),
+        }
+    }
 }
 
 /// One label pair, for `Family::get_or_create`.

@@ -280,7 +280,9 @@ pub enum SampleContext {
 // Output records
 // ---------------------------------------------------------------------------------------------
 
-/// Money is carried as [`Decimal`] and written as Parquet DECIMAL(18,4).
+/// Money is carried as [`Decimal`] and written as Parquet DECIMAL(18,4). Money fields of
+/// serialisable types say `#[serde(with = "rust_decimal::serde::str")]`: a string in JSON,
+/// and readable back from commit snapshots (bincode, which cannot guess a type).
 pub type Money = Decimal;
 
 /// A finished, priced charging session.
@@ -300,8 +302,11 @@ pub struct SessionRecord {
     pub payment_method: Arc<str>,
     pub tariff_id: Arc<str>,
     pub currency: Arc<str>,
+    #[serde(with = "rust_decimal::serde::str")]
     pub total_excl_vat: Money,
+    #[serde(with = "rust_decimal::serde::str")]
     pub vat: Money,
+    #[serde(with = "rust_decimal::serde::str")]
     pub total_incl_vat: Money,
     /// The session was processed after the watermark had passed its end (late data).
     pub late: bool,
@@ -336,8 +341,11 @@ pub struct RevenueRow {
     pub currency: Arc<str>,
     pub sessions: i64,
     pub energy_wh: i64,
+    #[serde(with = "rust_decimal::serde::str")]
     pub total_excl_vat: Money,
+    #[serde(with = "rust_decimal::serde::str")]
     pub vat: Money,
+    #[serde(with = "rust_decimal::serde::str")]
     pub total_incl_vat: Money,
     /// 0 for the first write of a window; +1 for each correction by late sessions. The row
     /// with the highest revision is the current one.

@@ -446,8 +446,23 @@ fn a_live_run_follows_the_topic_and_idle_partitions_release_event_time() {
         anomalies_after > anomalies_before,
         "{anomalies_before} → {anomalies_after}"
     );
-    // Offsets are committed while it runs (at most a second behind).
-    std::thread::sleep(Duration::from_millis(2500));
+    // Commits follow while it runs (live, one every `commit_every_chunks` chunks, which
+    // idle partitions cut every `linger`): the last commit covers every record.
+    let committed = |b: &str| -> f64 {
+        (0..3)
+            .filter_map(|p| {
+                value(
+                    b,
+                    &format!("evflow_kafka_committed_offset{{topic=\"ocpp\",partition=\"{p}\"}}"),
+                )
+            })
+            .sum()
+    };
+    wait_for(&addr, "a commit of every record", |b| {
+        committed(b) == (first + second) as f64
+    });
+    // The group's offsets follow the manifest.
+    std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap();
     child.wait().unwrap();
     let again = run_ok(&[

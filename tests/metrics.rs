@@ -34,6 +34,13 @@ pub const DOCUMENTED: &[&str] = &[
     "evflow_kafka_consumer_lag",
     "evflow_kafka_records_total",
     "evflow_kafka_delivery_errors_total",
+    "evflow_kafka_committed_offset",
+    "evflow_commits_total",
+    "evflow_commits_postponed_total",
+    "evflow_commit_duration_seconds",
+    "evflow_commit_snapshot_bytes",
+    "evflow_last_commit_timestamp_seconds",
+    "evflow_restore_duration_seconds",
 ];
 
 #[test]

@@ -17,10 +17,13 @@
 //! at once, as of its charger's current time — never dropped. A session it closes is marked
 //! `late` and, if its revenue window was already written, produces a new revision of it.
 
+pub mod commit;
 pub mod operators;
 pub mod watermark;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,7 @@ use crate::sources::{Chunk, Poll, Source, SourceError};
 use crate::stages::charger::ChargerStages;
 use crate::stages::revenue::RevenueWindows;
 use crate::stages::{Reference, StageConfig};
+use commit::{CommitError, Coordinator, RunIdentity, WorkerCommit};
 use watermark::Mark;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,8 @@ pub enum DataflowError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Sink(#[from] crate::sinks::SinkError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -103,14 +109,44 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
     };
     let reference = Arc::new(Reference::new(cfg, &registry));
     let stage_cfg = Arc::new(StageConfig::from_dataflow(cfg));
-    let mut output_sinks = OutputSinks::open(&cfg.output.dir, metrics.clone())?;
+    let workers = cfg.pipeline.workers;
+
+    // A Kafka source commits (see `commit`): resume from the last commit, if any.
+    let identity = match &cfg.source {
+        SourceConfig::Kafka(k) => Some(RunIdentity {
+            topic: k.topic.clone(),
+            group: k.group.clone(),
+            chunk_lines: cfg.pipeline.chunk_lines,
+            commit_every_chunks: cfg.kafka.commit_every_chunks,
+            workers,
+        }),
+        _ => None,
+    };
+    let restore_started = Instant::now();
+    let mut restored = match &identity {
+        Some(id) => commit::load(&cfg.output.dir, id)?,
+        None => None,
+    };
+    let mut output_sinks = match restored.as_mut().and_then(|r| r.sinks.take()) {
+        Some(state) => OutputSinks::open_restored(&cfg.output.dir, metrics.clone(), state)?,
+        None => OutputSinks::open(&cfg.output.dir, metrics.clone())?,
+    };
     if let Some(k) = &cfg.output.kafka {
         output_sinks = output_sinks.with_kafka(KafkaSink::open(k, &cfg.kafka, metrics)?);
     }
     let sinks = Arc::new(Mutex::new(Some(output_sinks)));
     let summary: Arc<Mutex<Option<Result<Summary, String>>>> = Arc::new(Mutex::new(None));
+    let resume = restored.as_ref().map(|r| r.resume());
+    let resumed_manifest = restored.as_ref().map(|r| r.manifest.clone());
+    let restored_aggregate = Arc::new(Mutex::new(
+        restored.as_mut().and_then(|r| r.aggregate.take()),
+    ));
+    let restored_stages = Arc::new(Mutex::new(restored.map(|r| r.stages).unwrap_or_default()));
+    let coordinator = Arc::new(Coordinator::new(
+        workers,
+        resumed_manifest.as_ref().map_or(0, |m| m.epoch),
+    ));
 
-    let workers = cfg.pipeline.workers;
     let timely_cfg = if workers == 1 {
         timely::Config::thread()
     } else {
@@ -127,30 +163,60 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         let mut marks_in: InputHandleVec<u64, Mark> = InputHandleVec::new();
         let mut dead_in: InputHandleVec<u64, Output> = InputHandleVec::new();
         let probe = ProbeHandle::new();
-        let stages = ChargerStages::new(stage_cfg.clone(), reference.clone());
-        let worker_sinks = if index == 0 {
+        let bound = cfg.pipeline.out_of_orderness.0;
+        let stage_state = Rc::new(RefCell::new(operators::ChargerStageState::new(
+            ChargerStages::new(stage_cfg.clone(), reference.clone()),
+            bound,
+        )));
+        let aggregate_state = Rc::new(RefCell::new(operators::AggregateState::new(
+            RevenueWindows::new(stage_cfg.revenue_window),
+            bound,
+        )));
+        // This worker's share of the last commit's state.
+        if let Ok(mut snapshots) = restored_stages.lock() {
+            let mut st = stage_state.borrow_mut();
+            for snap in snapshots.iter_mut() {
+                st.restore(snap, |cp| {
+                    operators::charge_point_hash(cp) % peers as u64 == index as u64
+                });
+            }
+            for (kind, n) in st.stages.open_anomalies() {
+                metrics
+                    .anomalies_open
+                    .get_or_create(&label("kind", kind.as_str()))
+                    .inc_by(n);
+            }
+        }
+        if index == 0 {
+            if let Some(snap) = restored_aggregate.lock().ok().and_then(|mut a| a.take()) {
+                aggregate_state.borrow_mut().restore(snap);
+            }
+        }
+        let worker_sinks = Rc::new(RefCell::new(if index == 0 {
             sinks.lock().ok().and_then(|mut s| s.take())
         } else {
             None
-        };
-        let bound = cfg.pipeline.out_of_orderness.0;
+        }));
         worker.dataflow::<u64, _, _>(|scope| {
             let events = events_in.to_stream(scope);
             let marks = marks_in.to_stream(scope).broadcast();
             let dead = dead_in.to_stream(scope);
-            let staged =
-                operators::charger_stage(events, marks.clone(), stages, bound, metrics.clone());
+            let staged = operators::charger_stage(
+                events,
+                marks.clone(),
+                stage_state.clone(),
+                metrics.clone(),
+            );
             let aggregated = operators::aggregate(
                 staged,
                 marks,
-                RevenueWindows::new(stage_cfg.revenue_window),
-                bound,
+                aggregate_state.clone(),
                 CHECKPOINT_EVERY_MS,
                 metrics.clone(),
             );
             let all = aggregated.concat(dead);
-            // The probe follows what the sinks have written (sources commit by it).
-            operators::sink(all, worker_sinks, summary_slot.clone()).probe_with(&probe);
+            // The probe follows what the sinks have written (commits wait for it).
+            operators::sink(all, worker_sinks.clone(), summary_slot.clone()).probe_with(&probe);
         });
 
         let mut source: Box<dyn Source> = match (&cfg.source, &fleet) {
@@ -172,11 +238,33 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                     cfg.pipeline.chunk_lines,
                     index,
                     peers,
+                    resume.as_ref(),
                     metrics,
                 )
                 .map_err(|e| e.to_string())?,
             ),
         };
+        let mut commits = match &identity {
+            Some(id) => Some(
+                WorkerCommit::new(
+                    coordinator.clone(),
+                    index,
+                    peers,
+                    &cfg.output.dir,
+                    id.clone(),
+                    source.partitions(),
+                    resumed_manifest.as_ref(),
+                    metrics.clone(),
+                )
+                .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        if index == 0 {
+            metrics
+                .restore_duration
+                .set(restore_started.elapsed().as_secs_f64());
+        }
         let speed = match &cfg.source {
             SourceConfig::Simulator(s) => s.speed,
             SourceConfig::File { .. } | SourceConfig::Kafka(_) => None,
@@ -197,18 +285,66 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         // Whether the sinks have written everything so far (after a failure, the run ends
         // with an error and nothing more is committed).
         let output_ok = || !matches!(summary_slot.lock().as_deref(), Ok(Some(Err(_))));
+        // What a commit snapshot of this worker holds (see `commit`).
+        let mut save = |w: &mut std::io::BufWriter<std::fs::File>| -> Result<bool, CommitError> {
+            let snap = |e: bincode::Error| CommitError::Snapshot(e.to_string());
+            let mut sinks = worker_sinks.borrow_mut();
+            bincode::serialize_into(&mut *w, &sinks.is_some()).map_err(snap)?;
+            if let Some(s) = sinks.as_mut() {
+                if !output_ok() {
+                    return Ok(false);
+                }
+                if let Err(e) = s.save(w) {
+                    tracing::warn!("cannot commit now: {e}");
+                    return Ok(false);
+                }
+            }
+            bincode::serialize_into(&mut *w, &(index == 0)).map_err(snap)?;
+            if index == 0 {
+                aggregate_state.borrow().save(w).map_err(snap)?;
+            }
+            stage_state.borrow().save(w).map_err(snap)?;
+            Ok(true)
+        };
         // Chunks in flight before the worker waits for the pipeline to catch up.
         let in_flight = 4 * peers as u64;
         loop {
+            if let Some(c) = commits.as_mut() {
+                // Every chunk before the boundary is handed out: commit there first.
+                let next = source.next_time();
+                if next == u64::MAX {
+                    break;
+                }
+                if next >= c.boundary() {
+                    events_in.advance_to(c.boundary());
+                    marks_in.advance_to(c.boundary());
+                    dead_in.advance_to(c.boundary());
+                    let positions = source.positions().unwrap_or_default();
+                    let mut wait = commit::Waiting {
+                        step: &mut || {
+                            worker.step_or_park(Some(Duration::from_millis(1)));
+                        },
+                        written_before: &|t| !probe.less_than(&t),
+                    };
+                    c.commit(false, false, positions, &mut wait, &mut save)
+                        .map_err(|e| e.to_string())?;
+                    c.pass_upstream(source.as_mut(), false, &mut wait)
+                        .map_err(|e| e.to_string())?;
+                    continue;
+                }
+            }
             chunk.clear();
             match source.next_chunk(&mut chunk).map_err(|e| e.to_string())? {
                 Poll::End => break,
                 Poll::Pending => {
                     worker.step_or_park(Some(Duration::from_millis(10)));
-                    if let Some(f) = probe.with_frontier(|f| f.first().copied()) {
-                        if output_ok() {
-                            source.processed(Some(f)).map_err(|e| e.to_string())?;
-                        }
+                    if let Some(c) = commits.as_mut() {
+                        let mut wait = commit::Waiting {
+                            step: &mut || {},
+                            written_before: &|_| true,
+                        };
+                        c.pass_upstream(source.as_mut(), false, &mut wait)
+                            .map_err(|e| e.to_string())?;
                     }
                     continue;
                 }
@@ -238,7 +374,10 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             for d in dead.drain(..) {
                 dead_in.send(Output::DeadLetter(d));
             }
-            let next = source.next_time();
+            // Inputs never pass the next commit boundary before the commit there.
+            let next = commits
+                .as_ref()
+                .map_or(source.next_time(), |c| source.next_time().min(c.boundary()));
             events_in.advance_to(next);
             marks_in.advance_to(next);
             dead_in.advance_to(next);
@@ -251,13 +390,32 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                 worker.step_or_park(Some(Duration::from_millis(1)));
             }
             worker.step();
-            if let Some(f) = probe.with_frontier(|f| f.first().copied()) {
-                if output_ok() {
-                    source.processed(Some(f)).map_err(|e| e.to_string())?;
-                }
-            }
             if let Some(p) = progress.as_mut() {
                 p.update(source.progress(), metrics.events_decoded.get());
+            }
+        }
+        // This worker's input has ended; with commits, it keeps meeting the others at every
+        // boundary until every worker's has.
+        if let Some(c) = commits.as_mut() {
+            loop {
+                events_in.advance_to(c.boundary());
+                marks_in.advance_to(c.boundary());
+                dead_in.advance_to(c.boundary());
+                let positions = source.positions().unwrap_or_default();
+                let mut wait = commit::Waiting {
+                    step: &mut || {
+                        worker.step_or_park(Some(Duration::from_millis(1)));
+                    },
+                    written_before: &|t| !probe.less_than(&t),
+                };
+                let all_ended = c
+                    .commit(false, true, positions, &mut wait, &mut save)
+                    .map_err(|e| e.to_string())?;
+                c.pass_upstream(source.as_mut(), false, &mut wait)
+                    .map_err(|e| e.to_string())?;
+                if all_ended {
+                    break;
+                }
             }
         }
         drop(events_in);
@@ -266,9 +424,22 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         while !probe.done() {
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
-        // Everything is written: the source may commit its position.
-        if output_ok() {
-            source.processed(None).map_err(|e| e.to_string())?;
+        // Everything is written and flushed: the final commit.
+        if let Some(c) = commits.as_mut() {
+            if !output_ok() {
+                return Err("the outputs failed; nothing more is committed".into());
+            }
+            let positions = source.positions().unwrap_or_default();
+            let mut wait = commit::Waiting {
+                step: &mut || {
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                },
+                written_before: &|_| true,
+            };
+            c.commit(true, true, positions, &mut wait, &mut save)
+                .map_err(|e| e.to_string())?;
+            c.pass_upstream(source.as_mut(), true, &mut wait)
+                .map_err(|e| e.to_string())?;
         }
         if let Some(p) = progress.as_mut() {
             p.finish(metrics.events_decoded.get());

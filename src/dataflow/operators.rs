@@ -2,9 +2,11 @@
 //! time, waits for the frontier, and calls the pure stage code in a deterministic order.
 //! No I/O happens here except in [`sink`], which hands records to `sinks`.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use rustc_hash::FxHasher;
@@ -18,7 +20,7 @@ use super::watermark::{Mark, Watermark};
 use crate::metrics::{label, Metrics};
 use crate::model::{Event, HealthLevel, HealthRow, Millis, Output};
 use crate::sinks::{OutputSinks, Summary};
-use crate::stages::charger::{Arrival, ChargerStages};
+use crate::stages::charger::{Arrival, ChargerStages, StagesSnapshot};
 use crate::stages::health::site_row;
 use crate::stages::revenue::RevenueWindows;
 
@@ -81,12 +83,88 @@ impl<D> TimeBuffer<D> {
     }
 }
 
+/// The state of the charger stage on one worker: everything a commit snapshot must hold
+/// (see `dataflow::commit`). Shared with the worker loop, which snapshots it at commit
+/// boundaries, when no input is buffered by timely time.
+pub struct ChargerStageState {
+    pub stages: ChargerStages,
+    buffer: TimeBuffer<Event>,
+    /// Events waiting for the watermark, in (event time, seq, arrival) order.
+    reorder: ReorderBuffer,
+    arrival: u64,
+    timers_checked: Millis,
+    counted_chargers: i64,
+}
+
+impl ChargerStageState {
+    pub fn new(stages: ChargerStages, out_of_orderness: Millis) -> Self {
+        ChargerStageState {
+            stages,
+            buffer: TimeBuffer::new(out_of_orderness),
+            reorder: ReorderBuffer::default(),
+            arrival: 0,
+            timers_checked: Millis::MIN,
+            counted_chargers: 0,
+        }
+    }
+
+    pub fn save(&self, w: &mut impl std::io::Write) -> bincode::Result<()> {
+        self.stages.save(w)?;
+        let events: Vec<(&(Millis, u64, u64), &Event)> = self.reorder.iter().collect();
+        bincode::serialize_into(
+            w,
+            &(
+                &self.buffer.watermark,
+                events,
+                self.arrival,
+                self.timers_checked,
+            ),
+        )
+    }
+
+    pub fn read_snapshot(r: &mut impl std::io::Read) -> bincode::Result<StageSnapshot> {
+        let stages = ChargerStages::read_snapshot(r)?;
+        let (watermark, events, arrival, timers_checked) = bincode::deserialize_from(r)?;
+        Ok(StageSnapshot {
+            stages,
+            watermark,
+            events,
+            arrival,
+            timers_checked,
+        })
+    }
+
+    /// Takes over this worker's share of a snapshot (charge points `keep` selects); the
+    /// watermark and counters are the same in every worker's snapshot.
+    pub fn restore(&mut self, snapshot: &mut StageSnapshot, keep: impl Fn(&str) -> bool) {
+        self.stages.restore(&mut snapshot.stages, &keep);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut snapshot.events)
+            .into_iter()
+            .partition(|(_, e)| keep(&e.charge_point_id));
+        snapshot.events = rest;
+        for (key, ev) in mine {
+            self.reorder.insert(key, ev);
+        }
+        self.buffer.watermark = snapshot.watermark.clone();
+        self.arrival = self.arrival.max(snapshot.arrival);
+        self.timers_checked = self.timers_checked.max(snapshot.timers_checked);
+    }
+}
+
+/// A worker's charger stage as read from a commit snapshot.
+pub struct StageSnapshot {
+    stages: StagesSnapshot,
+    watermark: Watermark,
+    events: Vec<((Millis, u64, u64), Event)>,
+    arrival: u64,
+    timers_checked: Millis,
+}
+
 /// Per-charger stages: arrival-order correlation, then event-time order via the watermark.
 pub fn charger_stage<'s>(
     events: StreamVec<'s, u64, Event>,
     marks: StreamVec<'s, u64, Mark>,
-    mut stages: ChargerStages,
-    out_of_orderness: Millis,
+    state: Rc<RefCell<ChargerStageState>>,
     metrics: Metrics,
 ) -> StreamVec<'s, u64, Output> {
     events.binary_frontier(
@@ -96,14 +174,17 @@ pub fn charger_stage<'s>(
         "ChargerStages",
         move |cap, _info| {
             let mut cap = Some(cap);
-            let mut buffer: TimeBuffer<Event> = TimeBuffer::new(out_of_orderness);
-            // Events waiting for the watermark, in (event time, seq, arrival) order.
-            let mut reorder = ReorderBuffer::default();
-            let mut arrival = 0u64;
-            let mut counted_chargers = 0i64;
-            let mut timers_checked = Millis::MIN;
             let mut out: Vec<Output> = Vec::new();
             move |(ev_in, ev_frontier), (mk_in, mk_frontier), output| {
+                let mut guard = state.borrow_mut();
+                let ChargerStageState {
+                    stages,
+                    buffer,
+                    reorder,
+                    arrival,
+                    timers_checked,
+                    counted_chargers,
+                } = &mut *guard;
                 ev_in.for_each(|c, data| buffer.stash(c.least(), data));
                 mk_in.for_each(|c, data| buffer.mark(c.least(), data));
                 let Some(held) = cap.as_mut() else { return };
@@ -131,20 +212,20 @@ pub fn charger_stage<'s>(
                                 *late_by_action.entry(ev.kind.name()).or_default() += 1;
                                 stages.process(&ev, &mut out);
                             } else {
-                                arrival += 1;
-                                reorder.insert((ev.event_time, ev.seq, arrival), ev);
+                                *arrival += 1;
+                                reorder.insert((ev.event_time, ev.seq, *arrival), ev);
                             }
                         }
                     }
                     let w = buffer.watermark.advance_through(t);
-                    release(&mut reorder, &mut stages, w, &mut out);
+                    release(reorder, stages, w, &mut out);
                     // Timers of chargers without events are checked once per second of event
                     // time (not per chunk: a live feed makes a chunk of every line). They still
                     // carry the exact event time at which they were due. No watermark yet (a
                     // partition not heard from): no timer is due.
                     if w > Millis::MIN && w.div_euclid(1000) > timers_checked.div_euclid(1000) {
                         stages.advance_all(w, &mut out);
-                        timers_checked = w;
+                        *timers_checked = w;
                     }
                     if !out.is_empty() {
                         output
@@ -169,11 +250,11 @@ pub fn charger_stage<'s>(
                         // event still held is processed — even one beyond it (a wild
                         // timestamp the watermark was not allowed to follow).
                         let w = buffer.watermark.finish();
-                        release(&mut reorder, &mut stages, w, &mut out);
+                        release(reorder, stages, w, &mut out);
                         if w > Millis::MIN {
                             stages.advance_all(w, &mut out);
                         }
-                        release(&mut reorder, &mut stages, Millis::MAX, &mut out);
+                        release(reorder, stages, Millis::MAX, &mut out);
                         metrics.orphan_stops.inc_by(stages.stats.orphan_stops);
                         stages.stats.orphan_stops = 0;
                         if !out.is_empty() {
@@ -184,8 +265,8 @@ pub fn charger_stage<'s>(
                 }
                 // Each worker adds its own chargers to the shared gauge.
                 let n = stages.chargers() as i64;
-                metrics.chargers.inc_by(n - counted_chargers);
-                counted_chargers = n;
+                metrics.chargers.inc_by(n - *counted_chargers);
+                *counted_chargers = n;
             }
         },
     )
@@ -214,6 +295,13 @@ impl ReorderBuffer {
             }
         };
         self.order.insert(key, slot);
+    }
+
+    /// The waiting events in order.
+    fn iter(&self) -> impl Iterator<Item = (&(Millis, u64, u64), &Event)> {
+        self.order
+            .iter()
+            .filter_map(|(k, slot)| Some((k, self.slots.get(*slot as usize)?.as_ref()?)))
     }
 
     /// Removes and returns the earliest event with event time ≤ `watermark`.
@@ -327,13 +415,61 @@ pub fn sink_order(a: &Output, b: &Output) -> Ordering {
     }
 }
 
+/// The state of the fleet-wide aggregation (worker 0), for commit snapshots.
+pub struct AggregateState {
+    revenue: RevenueWindows,
+    buffer: TimeBuffer<Output>,
+    last_checkpoint: Option<Millis>,
+}
+
+impl AggregateState {
+    pub fn new(revenue: RevenueWindows, out_of_orderness: Millis) -> Self {
+        AggregateState {
+            revenue,
+            buffer: TimeBuffer::new(out_of_orderness),
+            last_checkpoint: None,
+        }
+    }
+
+    pub fn save(&self, w: &mut impl std::io::Write) -> bincode::Result<()> {
+        bincode::serialize_into(
+            w,
+            &(&self.revenue, &self.buffer.watermark, self.last_checkpoint),
+        )
+    }
+
+    /// Replaces the state with a snapshot's.
+    pub fn restore(&mut self, snapshot: AggregateSnapshot) {
+        self.revenue = snapshot.revenue;
+        self.buffer.watermark = snapshot.watermark;
+        self.last_checkpoint = snapshot.last_checkpoint;
+    }
+}
+
+/// The aggregation's state as read from a commit snapshot.
+pub struct AggregateSnapshot {
+    revenue: RevenueWindows,
+    watermark: Watermark,
+    last_checkpoint: Option<Millis>,
+}
+
+impl AggregateSnapshot {
+    pub fn read(r: &mut impl std::io::Read) -> bincode::Result<AggregateSnapshot> {
+        let (revenue, watermark, last_checkpoint) = bincode::deserialize_from(r)?;
+        Ok(AggregateSnapshot {
+            revenue,
+            watermark,
+            last_checkpoint,
+        })
+    }
+}
+
 /// Fleet-wide aggregation on worker 0: revenue windows and site health rows. Passes every
 /// record through and adds its own.
 pub fn aggregate<'s>(
     records: StreamVec<'s, u64, Output>,
     marks: StreamVec<'s, u64, Mark>,
-    mut revenue: RevenueWindows,
-    out_of_orderness: Millis,
+    state: Rc<RefCell<AggregateState>>,
     checkpoint_every: Millis,
     metrics: Metrics,
 ) -> StreamVec<'s, u64, Output> {
@@ -344,9 +480,13 @@ pub fn aggregate<'s>(
         "Aggregate",
         move |cap, _info| {
             let mut cap = Some(cap);
-            let mut buffer: TimeBuffer<Output> = TimeBuffer::new(out_of_orderness);
-            let mut last_checkpoint: Option<Millis> = None;
             move |(rec_in, rec_frontier), (mk_in, mk_frontier), output| {
+                let mut guard = state.borrow_mut();
+                let AggregateState {
+                    revenue,
+                    buffer,
+                    last_checkpoint,
+                } = &mut *guard;
                 rec_in.for_each(|c, data| buffer.stash(c.least(), data));
                 mk_in.for_each(|c, data| buffer.mark(c.least(), data));
                 let Some(held) = cap.as_mut() else { return };
@@ -392,7 +532,7 @@ pub fn aggregate<'s>(
                             });
                         }
                         if last_checkpoint.is_none_or(|c| boundary > c) {
-                            last_checkpoint = Some(boundary);
+                            *last_checkpoint = Some(boundary);
                         }
                         metrics.watermark.set(w as f64 / 1000.0);
                         if let Some(m) = buffer.watermark.max_seen() {
@@ -429,11 +569,12 @@ pub fn aggregate<'s>(
 /// The sink: on worker 0, writes each completed time's records in deterministic order.
 ///
 /// Its (empty) output stream passes a time only once every record of that time has been
-/// written: a probe on it tells the sources what has been fully processed (the Kafka source
-/// commits its offsets by it).
+/// written: a probe on it tells the worker loop what has been fully processed (commits wait
+/// for it). At the end of the input the sinks are flushed and left in `sinks` for the final
+/// commit; the run's summary (or the first output error) goes to `summary`.
 pub fn sink<'s>(
     records: StreamVec<'s, u64, Output>,
-    mut sinks: Option<OutputSinks>,
+    sinks: Rc<RefCell<Option<OutputSinks>>>,
     summary: Arc<Mutex<Option<Result<Summary, String>>>>,
 ) -> StreamVec<'s, u64, ()> {
     let mut stash: BTreeMap<u64, Vec<Output>> = BTreeMap::new();
@@ -449,6 +590,8 @@ pub fn sink<'s>(
                         stash.entry(*t).or_default().append(data);
                     }
                 });
+                let Some(held) = cap.as_mut() else { return };
+                let mut guard = sinks.borrow_mut();
                 let f = frontier.frontier().first().copied();
                 while let Some(entry) = stash.first_entry() {
                     if f.is_some_and(|f| *entry.key() >= f) {
@@ -456,11 +599,11 @@ pub fn sink<'s>(
                     }
                     let mut batch = entry.remove();
                     batch.sort_by(sink_order);
-                    if let (Some(s), None) = (sinks.as_mut(), &failed) {
+                    if let (Some(s), None) = (guard.as_mut(), &failed) {
                         if let Err(e) = s.write(batch) {
                             tracing::error!("output failed: {e}");
                             failed = Some(e.to_string());
-                            // Known at once: sources must not commit what was not written.
+                            // Known at once: nothing more may be committed.
                             if let Ok(mut slot) = summary.lock() {
                                 *slot = Some(Err(e.to_string()));
                             }
@@ -468,13 +611,9 @@ pub fn sink<'s>(
                     }
                 }
                 match f {
-                    Some(f) => {
-                        if let Some(c) = cap.as_mut() {
-                            c.downgrade(&f);
-                        }
-                    }
+                    Some(f) => held.downgrade(&f),
                     None => {
-                        if let Some(mut s) = sinks.take() {
+                        if let Some(s) = guard.as_mut() {
                             let result = match (s.flush(), failed.take()) {
                                 (_, Some(e)) => Err(e),
                                 (Err(e), None) => Err(e.to_string()),

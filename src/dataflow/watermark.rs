@@ -58,13 +58,13 @@ impl Mark {
 }
 
 /// What the marks folded so far say about one partition.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct PartitionProgress {
     max_event_time: Option<Millis>,
     ended: bool,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Watermark {
     bound: Millis,
     /// Marks not yet folded in, by chunk time, merged per partition (newest event time, any

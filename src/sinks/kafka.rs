@@ -4,13 +4,15 @@
 //! Owns: the producer. Each record is one Kafka record: key = the charge point id (none for
 //! dead letters, which may not have one), value = exactly the record's JSONL line (without
 //! the `\n`; schemas/). The producer is idempotent (`enable.idempotence=true`: librdkafka's
-//! retries neither duplicate nor reorder a partition's records); a record librdkafka gives up
-//! on (after `message.timeout.ms`) is logged and counted in
-//! `evflow_kafka_delivery_errors_total{topic}`. The sink flushes — waits until everything
-//! sent is acknowledged, at most `flush_timeout` — at every checkpoint and at the end; a
-//! flush that times out is logged and the run goes on (the records stay queued).
+//! retries neither duplicate nor reorder a partition's records). A record librdkafka gives up
+//! on (after `message.timeout.ms`) is counted in `evflow_kafka_delivery_errors_total{topic}`
+//! and sent again — never dropped. A commit (`dataflow::commit`) waits until every record
+//! sent before it is acknowledged ([`KafkaSink::flush_all`]); if that does not happen within
+//! `flush_timeout`, the commit is postponed, so a crash re-sends from the previous commit:
+//! delivery is at least once, and consumers deduplicate by the records' `id`.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,9 +27,13 @@ use super::SinkError;
 use crate::config::{KafkaConfig, KafkaOutputConfig};
 use crate::metrics::{label, Metrics};
 
-/// Counts and logs failed deliveries.
+/// A record whose delivery failed, to be sent again: (topic, key, value).
+type Failed = (String, Option<Vec<u8>>, Vec<u8>);
+
+/// Counts and logs failed deliveries, and keeps them for sending again.
 struct Context {
     errors: Family<Vec<(&'static str, String)>, Counter>,
+    failed: Arc<Mutex<Vec<Failed>>>,
 }
 
 impl ClientContext for Context {}
@@ -40,7 +46,17 @@ impl ProducerContext for Context {
             self.errors
                 .get_or_create(&label("topic", msg.topic()))
                 .inc();
-            tracing::warn!("kafka: a record to {} was not delivered: {e}", msg.topic());
+            tracing::warn!(
+                "kafka: a record to {} was not delivered ({e}); it will be sent again",
+                msg.topic()
+            );
+            if let Ok(mut failed) = self.failed.lock() {
+                failed.push((
+                    msg.topic().to_string(),
+                    msg.key().map(<[u8]>::to_vec),
+                    msg.payload().unwrap_or_default().to_vec(),
+                ));
+            }
         }
     }
 }
@@ -67,6 +83,7 @@ pub struct KafkaSink {
     flush_timeout: Duration,
     buf: Vec<u8>,
     errors: Family<Vec<(&'static str, String)>, Counter>,
+    failed: Arc<Mutex<Vec<Failed>>>,
 }
 
 impl KafkaSink {
@@ -85,9 +102,11 @@ impl KafkaSink {
             // The series exists from the start, at 0.
             let _ = errors.get_or_create(&label("topic", t.as_str()));
         }
+        let failed = Arc::new(Mutex::new(Vec::new()));
         let producer = producer_config(out, common)
             .create_with_context(Context {
                 errors: errors.clone(),
+                failed: failed.clone(),
             })
             .map_err(|e| SinkError::Kafka(format!("cannot create the producer: {e}")))?;
         tracing::info!(
@@ -105,6 +124,7 @@ impl KafkaSink {
             flush_timeout: Duration::from_millis(out.flush_timeout.0.max(0) as u64),
             buf: Vec::with_capacity(1024),
             errors,
+            failed,
         })
     }
 
@@ -141,10 +161,19 @@ impl KafkaSink {
         key: Option<&str>,
         record: &T,
     ) -> Result<(), SinkError> {
-        self.buf.clear();
-        serde_json::to_writer(&mut self.buf, record)
+        self.resend_failed()?;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        serde_json::to_writer(&mut buf, record)
             .map_err(|e| SinkError::Kafka(format!("{topic}: {e}")))?;
-        let mut r = BaseRecord::to(topic).payload(&self.buf[..]);
+        let r = self.enqueue(topic, key.map(str::as_bytes), &buf);
+        self.buf = buf;
+        r
+    }
+
+    /// Queues one record, waiting while librdkafka's local queue is full.
+    fn enqueue(&self, topic: &str, key: Option<&[u8]>, value: &[u8]) -> Result<(), SinkError> {
+        let mut r = BaseRecord::to(topic).payload(value);
         if let Some(k) = key {
             r = r.key(k);
         }
@@ -157,29 +186,133 @@ impl KafkaSink {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => {
+                    // Not retriable (a record larger than the broker accepts, an unknown
+                    // topic in the configuration): the run stops rather than lose it.
                     self.errors.get_or_create(&label("topic", topic)).inc();
-                    tracing::warn!("kafka: a record to {topic} could not be queued: {e}");
-                    return Ok(());
+                    return Err(SinkError::Kafka(format!(
+                        "a record to {topic} could not be queued: {e}"
+                    )));
                 }
             }
         }
     }
 
-    /// Waits (at most `flush_timeout`) until every record sent is acknowledged.
-    pub fn flush(&mut self) {
-        let started = std::time::Instant::now();
-        match self.producer.flush(self.flush_timeout) {
-            Ok(()) => tracing::debug!(
-                "kafka: producer flushed in {:.1} ms",
-                started.elapsed().as_secs_f64() * 1000.0
-            ),
-            Err(e) => tracing::warn!(
-                "kafka: flush did not finish in {:?} ({} record(s) still in flight): {e}",
-                self.flush_timeout,
-                self.producer.in_flight_count()
-            ),
+    /// Sends again the records whose delivery failed.
+    fn resend_failed(&mut self) -> Result<(), SinkError> {
+        let failed = match self.failed.lock() {
+            Ok(mut f) if !f.is_empty() => std::mem::take(&mut *f),
+            _ => return Ok(()),
+        };
+        for (topic, key, value) in &failed {
+            self.enqueue(topic, key.as_deref(), value)?;
+        }
+        Ok(())
+    }
+
+    /// Records sent and not yet acknowledged, including those waiting to be sent again.
+    pub fn pending(&self) -> usize {
+        let failed = self.failed.lock().map_or(0, |f| f.len());
+        self.producer.in_flight_count().max(0) as usize + failed
+    }
+
+    /// Waits (at most `flush_timeout`) until every record sent is acknowledged; failed
+    /// deliveries are sent again meanwhile. An error says what is still pending.
+    pub fn flush_all(&mut self) -> Result<(), SinkError> {
+        let started = Instant::now();
+        loop {
+            self.resend_failed()?;
+            let left = self.flush_timeout.saturating_sub(started.elapsed());
+            let flushed = self.producer.flush(left.min(Duration::from_secs(1)));
+            if flushed.is_ok() && self.pending() == 0 {
+                tracing::debug!(
+                    "kafka: producer flushed in {:.1} ms",
+                    started.elapsed().as_secs_f64() * 1000.0
+                );
+                return Ok(());
+            }
+            if started.elapsed() >= self.flush_timeout {
+                return Err(SinkError::Kafka(format!(
+                    "{} record(s) not acknowledged within {:?}",
+                    self.pending(),
+                    self.flush_timeout
+                )));
+            }
         }
     }
+
+    /// [`flush_all`](Self::flush_all), logging instead of failing (a checkpoint goes on:
+    /// the records stay queued and commits wait for them).
+    pub fn flush(&mut self) {
+        if let Err(e) = self.flush_all() {
+            tracing::warn!("kafka: {e}");
+        }
+    }
+}
+
+/// `evflow produce`: sends every non-empty line of `input` to the topic of a
+/// `kafka://HOST:PORT/TOPIC[?PROPERTY=VALUE…]` URL, keyed by the line's `charge_point_id`
+/// (so that a charger's records stay in order in one partition), and waits for every
+/// acknowledgement. Returns the number of records.
+pub fn produce_lines(url: &str, input: impl std::io::BufRead) -> Result<u64, SinkError> {
+    #[derive(serde::Deserialize)]
+    struct Key<'a> {
+        #[serde(borrow, default)]
+        charge_point_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    let target = crate::sources::kafka::parse_producer_url(url).map_err(SinkError::Kafka)?;
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &target.brokers)
+        .set("client.id", "evflow-produce")
+        .set("linger.ms", "50")
+        .set("enable.idempotence", "true");
+    for (k, v) in &target.properties.0 {
+        config.set(k, v);
+    }
+    let producer: rdkafka::producer::BaseProducer = config
+        .create()
+        .map_err(|e| SinkError::Kafka(format!("cannot create the producer: {e}")))?;
+    let mut n = 0u64;
+    let mut last_log = Instant::now();
+    for (i, line) in input.lines().enumerate() {
+        let line = line.map_err(|source| SinkError::Io {
+            path: "input".into(),
+            source,
+        })?;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let key = serde_json::from_str::<Key<'_>>(line)
+            .ok()
+            .and_then(|k| k.charge_point_id);
+        let mut r = BaseRecord::<str, str>::to(&target.topic).payload(line);
+        if let Some(k) = key.as_deref() {
+            r = r.key(k);
+        }
+        loop {
+            match producer.send(r) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    r = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => {
+                    return Err(SinkError::Kafka(format!("line {}: {e}", i + 1)));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        n += 1;
+        if last_log.elapsed() > Duration::from_secs(5) {
+            tracing::info!("produced {n} records");
+            last_log = Instant::now();
+        }
+    }
+    producer
+        .flush(Duration::from_secs(300))
+        .map_err(|e| SinkError::Kafka(format!("not every record was acknowledged: {e}")))?;
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -32,6 +32,17 @@ pub enum SinkError {
     },
     #[error("kafka: {0}")]
     Kafka(String),
+    #[error("sink state in a commit snapshot: {0}")]
+    Snapshot(String),
+}
+
+/// The sinks' part of a commit snapshot: (next file number, buffered rows) per Parquet
+/// table, and the lengths of `anomalies.jsonl`, `notifications.jsonl`, `dead-letter.jsonl`.
+pub struct SinkState {
+    sessions: (u64, Vec<crate::model::SessionRecord>),
+    revenue: (u64, Vec<crate::model::RevenueRow>),
+    health: (u64, Vec<crate::model::HealthRow>),
+    jsonl_lengths: [u64; 3],
 }
 
 /// What a run wrote, for the summary printed at the end.
@@ -80,6 +91,72 @@ impl OutputSinks {
             kafka: None,
             metrics,
             summary: Summary::default(),
+        })
+    }
+
+    /// Opens the outputs under `dir` as a commit snapshot left them (see `dataflow::commit`):
+    /// what was written after that commit is removed, and the rows then buffered are
+    /// buffered again.
+    pub fn open_restored(
+        dir: &Path,
+        metrics: Metrics,
+        state: SinkState,
+    ) -> Result<OutputSinks, SinkError> {
+        std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let [anomalies, notifications, dead_letters] = state.jsonl_lengths;
+        Ok(OutputSinks {
+            sessions: parquet::sessions_writer(dir).restore(state.sessions.0, state.sessions.1)?,
+            revenue: parquet::revenue_writer(dir).restore(state.revenue.0, state.revenue.1)?,
+            health: parquet::health_writer(dir).restore(state.health.0, state.health.1)?,
+            anomalies: JsonlWriter::open_at(&dir.join("anomalies.jsonl"), Some(anomalies))?,
+            notifications: JsonlWriter::open_at(
+                &dir.join("notifications.jsonl"),
+                Some(notifications),
+            )?,
+            dead_letters: JsonlWriter::open_at(&dir.join("dead-letter.jsonl"), Some(dead_letters))?,
+            kafka: None,
+            metrics,
+            summary: Summary::default(),
+        })
+    }
+
+    /// Makes everything written so far durable — JSONL files synced, Kafka records
+    /// acknowledged — and writes what a restart needs to continue exactly here: the rows
+    /// buffered for Parquet, the tables' file numbers and the JSONL files' lengths. An error
+    /// means this commit cannot be made (e.g. the Kafka broker is down); a later one can.
+    pub fn save(&mut self, w: &mut impl std::io::Write) -> Result<(), SinkError> {
+        let lengths = [
+            self.anomalies.sync()?,
+            self.notifications.sync()?,
+            self.dead_letters.sync()?,
+        ];
+        if let Some(k) = self.kafka.as_mut() {
+            k.flush_all()?;
+        }
+        bincode::serialize_into(
+            w,
+            &(
+                self.sessions.state(),
+                self.revenue.state(),
+                self.health.state(),
+                lengths,
+            ),
+        )
+        .map_err(|e| SinkError::Snapshot(e.to_string()))
+    }
+
+    /// Reads what [`save`](Self::save) wrote.
+    pub fn read_state(r: &mut impl std::io::Read) -> Result<SinkState, SinkError> {
+        let (sessions, revenue, health, jsonl_lengths) =
+            bincode::deserialize_from(r).map_err(|e| SinkError::Snapshot(e.to_string()))?;
+        Ok(SinkState {
+            sessions,
+            revenue,
+            health,
+            jsonl_lengths,
         })
     }
 

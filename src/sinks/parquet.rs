@@ -166,6 +166,40 @@ impl<R: ParquetRow> ParquetTable<R> {
         Ok(self)
     }
 
+    /// The writer's state for a commit snapshot: the next file number and the buffered rows.
+    pub fn state(&self) -> (u64, &[R]) {
+        (self.next_seq, &self.buffer)
+    }
+
+    /// Restores a commit snapshot's state: files numbered `next_seq` or higher (written
+    /// after that commit, and written again by the replay) and temporary files are removed,
+    /// and the rows buffered at the commit are buffered again.
+    pub fn restore(mut self, next_seq: u64, rows: Vec<R>) -> Result<Self, ParquetError> {
+        for (seq, path) in list_parts(&self.table_dir)? {
+            if seq >= next_seq {
+                tracing::info!(
+                    "removing {} (written after the last commit)",
+                    path.display()
+                );
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        for date_dir in sorted_entries(&self.table_dir)? {
+            for p in sorted_entries(&date_dir).unwrap_or_default() {
+                let is_tmp = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(".part-") && n.ends_with(".tmp"));
+                if is_tmp {
+                    fs::remove_file(&p).map_err(io_err(&p))?;
+                }
+            }
+        }
+        self.next_seq = next_seq;
+        self.buffer = rows;
+        Ok(self)
+    }
+
     pub fn table_dir(&self) -> &Path {
         &self.table_dir
     }

@@ -7,10 +7,11 @@
 //!   offsets a run starts from and commits to. A consumer group's rebalancing would hand
 //!   partitions to workers by timing, and chunk times would then depend on it.
 //! - **Chunk times are a function of the input.** With `P` partitions (from the topic's
-//!   metadata at start), partition `p`'s `k`-th chunk of this run holds the next `chunk_lines`
-//!   records by offset and has chunk time `k·P + p`; a line's `seq` is `offset·P + p`. A worker
+//!   metadata at start), partition `p`'s `k`-th chunk holds the next `chunk_lines` records by
+//!   offset and has chunk time `k·P + p` (`k` counts on across restarts: a commit records it);
+//!   a line's `seq` is `offset·P + p`. A worker
 //!   emits its partitions' chunks in chunk-time order, so a partition that has no full chunk
-//!   yet is waited for (the others are paused when they are 4 chunks ahead).
+//!   yet is waited for (the others are paused when 32,768 records, at least 4 chunks, wait).
 //! - **Bounded (`stop=end`)**: a partition ends at librdkafka's partition-EOF event (with what
 //!   it has, a partial last chunk flagged `ended`), a worker when all its partitions have; the
 //!   output then depends only on the records up to the ends. Records that arrive after a
@@ -20,11 +21,11 @@
 //!   `kafka.idle_timeout` (5 s) sends empty chunks flagged `ended`, so it stops holding the
 //!   watermark back (`dataflow::watermark`) until its next record. Chunk boundaries then
 //!   depend on arrival timing: live mode trades determinism for latency.
-//! - **Offsets** of a chunk are committed once the pipeline has written everything of its
-//!   chunk time (`Source::processed`): asynchronously at most once a second while running,
-//!   synchronously at the end. A restart re-reads what was not committed: at least once for
-//!   the JSONL and Kafka outputs; Parquet rows buffered until the next checkpoint are not
-//!   covered yet (exactly-once is the next step).
+//! - **Positions** (the next offset of each partition after the chunks handed out) are
+//!   recorded by the dataflow's commits (`dataflow::commit`, `docs/commit-protocol.md`); a
+//!   restart continues from the last commit's positions and chunk index, not from the
+//!   group's offsets, which are committed after the commit's manifest for monitoring and as
+//!   the start of a run without a manifest.
 //! - **Values**: an envelope line, or a raw OCPP-J frame (a value starting with `[`): then the
 //!   record key is the charge point id and the record timestamp the receive time, and the
 //!   frame is wrapped into an envelope line so it takes the same decoder path. A raw frame
@@ -43,15 +44,14 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{Chunk, Poll, Source, SourceError, SourceProgress};
+use super::{Chunk, Poll, Position, Resume, Source, SourceError, SourceProgress};
 use crate::config::{KafkaConfig, KafkaProperties, KafkaSourceConfig};
 use crate::metrics::{label, labels2, Metrics};
 use crate::time::format_rfc3339;
 
-/// A partition is paused when this many full chunks wait for their turn.
-const PAUSE_AT_READY: usize = 4;
-/// Offsets are committed at most this often while running.
-const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// A partition is paused when this many records (at least 4 chunks) wait for their turn:
+/// small chunks must not make pausing (and the fetch restarts it costs) frequent.
+const PAUSE_AT_RECORDS: u64 = 32_768;
 /// How long to wait for the topic's metadata at start.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -106,6 +106,20 @@ pub fn parse_url(url: &str) -> Result<KafkaSourceConfig, String> {
         stop_at_end,
         properties: KafkaProperties(properties),
     })
+}
+
+/// Where `evflow produce` writes: `kafka://HOST:PORT/TOPIC[?PROPERTY=VALUE…]` (no group).
+pub fn parse_producer_url(url: &str) -> Result<KafkaSourceConfig, String> {
+    let with_group = if url.contains('?') {
+        format!("{url}&group=-")
+    } else {
+        format!("{url}?group=-")
+    };
+    let c = parse_url(&with_group)?;
+    if c.stop_at_end {
+        return Err(format!("{url:?}: stop= is for sources"));
+    }
+    Ok(c)
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -288,6 +302,8 @@ struct Partition {
     expected: Option<i64>,
     /// Partition-EOF seen (`stop=end`): the filling chunk is the last.
     eof: bool,
+    /// The offset after the last chunk handed out (`None` before any record).
+    emitted_next: Option<i64>,
     /// The last chunk has been emitted.
     done: bool,
     paused: bool,
@@ -301,14 +317,11 @@ pub struct KafkaSource {
     partitions: Vec<Partition>,
     num_partitions: u32,
     chunk_lines: u64,
+    /// Full chunks waiting in a partition before it is paused.
+    pause_at: usize,
     stop_at_end: bool,
     linger: Duration,
     idle_timeout: Duration,
-    /// Chunks emitted and not yet processed: (chunk time, partition, next offset).
-    uncommitted: VecDeque<(u64, i32, i64)>,
-    /// Processed offsets not yet committed, by partition.
-    to_commit: BTreeMap<i32, i64>,
-    last_commit: Instant,
     records: u64,
     records_metric: Counter,
     last_warning: Option<Instant>,
@@ -320,13 +333,15 @@ fn kafka_err(context: &str) -> impl Fn(KafkaError) -> SourceError + '_ {
 
 impl KafkaSource {
     /// Connects, reads the topic's partition count and assigns worker `index` of `peers` its
-    /// partitions, from the group's committed offsets (else `auto.offset.reset`: earliest).
+    /// partitions: from `resume`'s positions, else from the group's committed offsets (else
+    /// `auto.offset.reset`: earliest).
     pub fn open(
         src: &KafkaSourceConfig,
         common: &KafkaConfig,
         chunk_lines: usize,
         index: usize,
         peers: usize,
+        resume: Option<&Resume>,
         metrics: &Metrics,
     ) -> Result<KafkaSource, SourceError> {
         let context = Context {
@@ -364,22 +379,28 @@ impl KafkaSource {
         let now = Instant::now();
         let partitions: Vec<Partition> = (0..num_partitions as i32)
             .filter(|p| *p as usize % peers == index)
-            .map(|id| Partition {
-                id,
-                k: 0,
-                filling: Filling::default(),
-                ready: VecDeque::new(),
-                expected: None,
-                eof: false,
-                done: false,
-                paused: false,
-                last_emit: now,
-                last_record: now,
+            .map(|id| {
+                let at = resume.and_then(|r| r.positions.iter().find(|x| x.partition == id as u32));
+                let done = resume.is_some_and(|r| r.keep_done) && at.is_some_and(|x| x.done);
+                Partition {
+                    id,
+                    k: resume.map_or(0, |r| r.next_chunk),
+                    filling: Filling::default(),
+                    ready: VecDeque::new(),
+                    expected: at.and_then(|x| x.next_offset),
+                    eof: done,
+                    emitted_next: at.and_then(|x| x.next_offset),
+                    done,
+                    paused: false,
+                    last_emit: now,
+                    last_record: now,
+                }
             })
             .collect();
         let mut tpl = TopicPartitionList::new();
-        for p in &partitions {
-            tpl.add_partition_offset(&src.topic, p.id, Offset::Stored)
+        for p in partitions.iter().filter(|p| !p.done) {
+            let start = p.emitted_next.map_or(Offset::Stored, Offset::Offset);
+            tpl.add_partition_offset(&src.topic, p.id, start)
                 .map_err(kafka_err("assignment"))?;
         }
         consumer.assign(&tpl).map_err(kafka_err("assign"))?;
@@ -399,12 +420,10 @@ impl KafkaSource {
             partitions,
             num_partitions,
             chunk_lines: chunk_lines.max(1) as u64,
+            pause_at: (PAUSE_AT_RECORDS / chunk_lines.max(1) as u64).max(4) as usize,
             stop_at_end: src.stop_at_end,
             linger: Duration::from_millis(common.linger.0.max(1) as u64),
             idle_timeout: Duration::from_millis(common.idle_timeout.0.max(1) as u64),
-            uncommitted: VecDeque::new(),
-            to_commit: BTreeMap::new(),
-            last_commit: now,
             records: 0,
             records_metric: metrics
                 .kafka_records
@@ -427,7 +446,7 @@ impl KafkaSource {
 
     /// Takes what the consumer has now into the partitions' chunks; returns how many events.
     fn drain(&mut self) -> Result<usize, SourceError> {
-        let budget = (PAUSE_AT_READY as u64 + 1) * self.chunk_lines;
+        let budget = (self.pause_at as u64 + 1) * self.chunk_lines;
         let mut n = 0usize;
         let mut received = 0u64;
         let mut warning = None;
@@ -472,7 +491,7 @@ impl KafkaSource {
         // Back-pressure: a partition far ahead of the chunk-time order waits.
         let mut pause = TopicPartitionList::new();
         for p in &mut self.partitions {
-            if !p.paused && !p.done && p.ready.len() >= PAUSE_AT_READY {
+            if !p.paused && !p.done && p.ready.len() >= self.pause_at {
                 p.paused = true;
                 let _ = pause.add_partition(&self.topic, p.id);
             }
@@ -481,23 +500,6 @@ impl KafkaSource {
             self.consumer.pause(&pause).map_err(kafka_err("pause"))?;
         }
         Ok(n)
-    }
-
-    fn commit(&mut self, mode: CommitMode) -> Result<(), SourceError> {
-        if self.to_commit.is_empty() {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in &self.to_commit {
-            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))
-                .map_err(kafka_err("commit"))?;
-        }
-        self.consumer
-            .commit(&tpl, mode)
-            .map_err(kafka_err("committing offsets"))?;
-        self.to_commit.clear();
-        self.last_commit = Instant::now();
-        Ok(())
     }
 }
 
@@ -535,8 +537,12 @@ impl Source for KafkaSource {
             };
             let now = Instant::now();
             let time = self.chunk_time(&self.partitions[i]);
-            let (linger, idle_timeout, stop_at_end) =
-                (self.linger, self.idle_timeout, self.stop_at_end);
+            let (linger, idle_timeout, stop_at_end, pause_at) = (
+                self.linger,
+                self.idle_timeout,
+                self.stop_at_end,
+                self.pause_at,
+            );
             let p = &mut self.partitions[i];
             let (fill, ended) = if let Some(f) = p.ready.pop_front() {
                 (f, false)
@@ -554,7 +560,7 @@ impl Source for KafkaSource {
             };
             p.k += 1;
             p.last_emit = now;
-            let resume = p.paused && p.ready.len() < PAUSE_AT_READY / 2;
+            let resume = p.paused && p.ready.len() < pause_at / 2;
             if resume {
                 p.paused = false;
                 let mut tpl = TopicPartitionList::new();
@@ -562,8 +568,8 @@ impl Source for KafkaSource {
                 self.consumer.resume(&tpl).map_err(kafka_err("resume"))?;
             }
             let id = p.id;
-            if let Some(o) = fill.next_offset {
-                self.uncommitted.push_back((time, id, o));
+            if fill.next_offset.is_some() {
+                p.emitted_next = fill.next_offset;
             }
             chunk.data = fill.data;
             chunk.seqs = fill.seqs;
@@ -589,32 +595,53 @@ impl Source for KafkaSource {
         }
     }
 
-    fn processed(&mut self, frontier: Option<u64>) -> Result<(), SourceError> {
-        let f = frontier.unwrap_or(u64::MAX);
-        while let Some(&(t, p, o)) = self.uncommitted.front() {
-            if t >= f {
-                break;
+    fn partitions(&self) -> u32 {
+        self.num_partitions
+    }
+
+    fn positions(&self) -> Option<Vec<Position>> {
+        Some(
+            self.partitions
+                .iter()
+                .map(|p| Position {
+                    partition: p.id as u32,
+                    next_offset: p.emitted_next,
+                    done: p.done,
+                })
+                .collect(),
+        )
+    }
+
+    fn commit(&mut self, positions: &[Position], sync: bool) -> Result<(), SourceError> {
+        let mut tpl = TopicPartitionList::new();
+        for p in positions {
+            if let Some(o) = p.next_offset {
+                tpl.add_partition_offset(&self.topic, p.partition as i32, Offset::Offset(o))
+                    .map_err(kafka_err("commit"))?;
             }
-            self.uncommitted.pop_front();
-            self.to_commit.insert(p, o);
         }
-        match frontier {
-            None => {
-                self.commit(CommitMode::Sync)?;
-                // Serve the last callbacks (commit results, statistics).
-                while self.consumer.poll(Duration::ZERO).is_some() {}
-                Ok(())
-            }
-            Some(_) if self.last_commit.elapsed() >= COMMIT_EVERY => {
-                // A failed commit is retried with the next one (at least once, either way).
-                if let Err(e) = self.commit(CommitMode::Async) {
-                    tracing::warn!("{e}");
-                    self.last_commit = Instant::now();
-                }
-                Ok(())
-            }
-            Some(_) => Ok(()),
+        if tpl.count() == 0 {
+            return Ok(());
         }
+        let mode = if sync {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        let r = self.consumer.commit(&tpl, mode);
+        if sync {
+            // Serve the last callbacks (commit results, statistics).
+            while self.consumer.poll(Duration::ZERO).is_some() {}
+        }
+        // The group's offsets are informational (the manifest is the truth): a failure is
+        // logged, and the next commit carries newer offsets.
+        if let Err(e) = r {
+            tracing::warn!(
+                "kafka: committing the group's offsets of {}: {e}",
+                self.topic
+            );
+        }
+        Ok(())
     }
 }
 
@@ -706,6 +733,7 @@ mod tests {
             chunk_lines,
             index,
             peers,
+            None,
             &metrics,
         )
         .unwrap();
@@ -727,7 +755,8 @@ mod tests {
                 }
             }
         }
-        source.processed(None).unwrap();
+        let positions = source.positions().unwrap();
+        source.commit(&positions, true).unwrap();
         out
     }
 

@@ -89,6 +89,28 @@ pub struct SourceProgress {
     pub unit: &'static str,
 }
 
+/// Where a resumable source (Kafka) stands in one input partition after the chunks it has
+/// handed out: a commit records it (`dataflow::commit`), a restart continues from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub partition: u32,
+    /// The next offset to read; `None` if nothing has been read (the start position then
+    /// applies again: the group's committed offset, else the earliest).
+    pub next_offset: Option<i64>,
+    /// The partition has ended (`stop=end`).
+    pub done: bool,
+}
+
+/// Where a restarted source continues: the positions of a commit and the index of the
+/// next chunk of every partition (chunk times continue where the commit left them).
+#[derive(Clone, Debug)]
+pub struct Resume {
+    pub positions: Vec<Position>,
+    pub next_chunk: u64,
+    /// Partitions that had ended stay ended (a restart in the middle of a bounded run).
+    pub keep_done: bool,
+}
+
 /// One worker's view of a source.
 pub trait Source {
     /// Fills `chunk` (cleared by the caller) with the next chunk this worker owns.
@@ -96,10 +118,19 @@ pub trait Source {
     /// A lower bound on the time of every chunk this worker will still produce.
     fn next_time(&self) -> u64;
     fn progress(&self) -> SourceProgress;
-    /// Every chunk with a time below `frontier` has been fully processed: its records are
-    /// written. `None`: the run has ended and everything has been processed. A source that
-    /// keeps a consumer position (Kafka) commits it here.
-    fn processed(&mut self, _frontier: Option<u64>) -> Result<(), SourceError> {
+    /// How many input partitions the source has (all workers together).
+    fn partitions(&self) -> u32 {
+        1
+    }
+    /// A resumable source's positions after the chunks it has handed out (its partitions
+    /// only); `None` for a source that cannot resume (a file, stdin, the simulator).
+    fn positions(&self) -> Option<Vec<Position>> {
+        None
+    }
+    /// The positions are committed (a manifest holds them): a source with an upstream
+    /// notion of position (a Kafka consumer group) records them there too. `sync`: wait
+    /// for it (at the end of a run).
+    fn commit(&mut self, _positions: &[Position], _sync: bool) -> Result<(), SourceError> {
         Ok(())
     }
 }

@@ -24,7 +24,7 @@ use crate::model::{
     stable_id, AnomalyKind, AnomalyRecord, AnomalyState, MeterSample, Millis, Output, Severity,
 };
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct OpenAnomaly {
     kind: AnomalyKind,
     severity: Severity,
@@ -34,7 +34,7 @@ struct OpenAnomaly {
 }
 
 /// Open anomalies of one charger.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AnomalyBook {
     open: Vec<OpenAnomaly>,
 }
@@ -50,6 +50,11 @@ impl AnomalyBook {
         self.open
             .iter()
             .any(|a| a.kind == kind && a.connector_id == connector_id)
+    }
+
+    /// The kind of every open anomaly.
+    pub fn open_kinds(&self) -> impl Iterator<Item = AnomalyKind> + '_ {
+        self.open.iter().map(|a| a.kind)
     }
 
     pub fn open_count(&self) -> usize {
@@ -151,7 +156,7 @@ fn round1(v: f64) -> f64 {
 }
 
 /// A "confirm after N consecutive samples" gate, used for voltage and temperature.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Debounce {
     bad_run: u32,
     bad_since: Millis,
@@ -193,7 +198,7 @@ impl Debounce {
 }
 
 /// Per-connector detector state for the sample-driven detectors.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SampleDetectors {
     voltage: Debounce,
     temperature: Debounce,

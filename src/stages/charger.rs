@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::anomalies::{AnomalyBook, SampleDetectors, Subject};
@@ -35,7 +36,7 @@ pub const SUPERSEDED: &str = "Superseded";
 pub const UNKNOWN_DRIVER: &str = "unknown";
 use crate::time::{format_rfc3339, window_start};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct ConnectorState {
     id: u32,
     status: Option<ConnectorStatus>,
@@ -57,10 +58,13 @@ impl ConnectorState {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct ChargerState {
     id: Arc<str>,
+    /// Reference data: not in snapshots, bound again from the configuration on restore.
+    #[serde(skip, default = "StationRef::unbound")]
     station: StationRef,
+    #[serde(skip)]
     maintenance: Vec<MaintenanceWindow>,
     maintenance_notified: Vec<bool>,
     now: Millis,
@@ -101,6 +105,12 @@ const RECENT_FRAMES: usize = 64;
 pub struct StageStats {
     /// StopTransactions for a transaction evflow never saw start.
     pub orphan_stops: u64,
+}
+
+/// The chargers of a commit snapshot, not yet handed to their workers.
+pub struct StagesSnapshot {
+    watermark: Millis,
+    chargers: Vec<ChargerState>,
 }
 
 pub struct ChargerStages {
@@ -169,6 +179,51 @@ impl ChargerStages {
 
     pub fn chargers(&self) -> usize {
         self.chargers.len()
+    }
+
+    /// Writes the dynamic state of every charger (not the reference data, which comes from
+    /// the configuration) for a commit snapshot (`dataflow::commit`).
+    pub fn save(&self, w: &mut impl std::io::Write) -> bincode::Result<()> {
+        let mut chargers: Vec<&ChargerState> = self.chargers.values().collect();
+        chargers.sort_by(|a, b| a.id.cmp(&b.id));
+        bincode::serialize_into(w, &(self.watermark, chargers))
+    }
+
+    /// Reads what [`save`](Self::save) wrote.
+    pub fn read_snapshot(r: &mut impl std::io::Read) -> bincode::Result<StagesSnapshot> {
+        let (watermark, chargers) = bincode::deserialize_from(r)?;
+        Ok(StagesSnapshot {
+            watermark,
+            chargers,
+        })
+    }
+
+    /// Takes over the chargers of a snapshot that `keep` selects (this worker's share), with
+    /// their reference data bound from the current configuration.
+    pub fn restore(&mut self, snapshot: &mut StagesSnapshot, keep: impl Fn(&str) -> bool) {
+        self.watermark = self.watermark.max(snapshot.watermark);
+        let (mine, rest): (Vec<ChargerState>, Vec<ChargerState>) =
+            std::mem::take(&mut snapshot.chargers)
+                .into_iter()
+                .partition(|c| keep(&c.id));
+        snapshot.chargers = rest;
+        for mut st in mine {
+            st.station = self.reference.station(&st.id);
+            st.maintenance = self.reference.maintenance_for(&st.id, &st.station.site_id);
+            st.maintenance_notified.resize(st.maintenance.len(), false);
+            self.chargers.insert(st.id.clone(), st);
+        }
+    }
+
+    /// Open anomalies by kind over this worker's chargers (to seed the gauge on restore).
+    pub fn open_anomalies(&self) -> std::collections::BTreeMap<AnomalyKind, i64> {
+        let mut out = std::collections::BTreeMap::new();
+        for st in self.chargers.values() {
+            for kind in st.book.open_kinds() {
+                *out.entry(kind).or_default() += 1;
+            }
+        }
+        out
     }
 
     /// The state of a charger, created on its first event. A new charger's clock starts at

@@ -49,7 +49,7 @@ pub fn score(availability: f64, heartbeat: f64, sessions: f64, errors: f64, anom
     (s * 100.0).round() / 100.0
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ConnectorHealth {
     pub connector_id: u32,
     pub status: ConnectorStatus,
@@ -97,7 +97,7 @@ pub struct Conditions<'a> {
 }
 
 /// The health accumulator of one charger for the current window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ChargerHealth {
     pub window_start: Millis,
     /// Event time up to which durations have been accumulated.

@@ -42,6 +42,17 @@ pub struct StationRef {
     pub max_power_w: f64,
 }
 
+impl StationRef {
+    /// A placeholder for state read from a snapshot before it is bound to the configuration.
+    pub fn unbound() -> StationRef {
+        StationRef {
+            site_id: Arc::from(""),
+            tariff: Arc::new(Tariff::free("")),
+            max_power_w: 0.0,
+        }
+    }
+}
+
 impl Reference {
     pub fn new(cfg: &DataflowConfig, registry: &Registry) -> Reference {
         let tariffs: FxHashMap<String, Arc<Tariff>> = cfg

@@ -61,7 +61,7 @@ pub fn notify(
 }
 
 /// Distinct recent drivers of a charger, newest last, bounded.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RecentUsers {
     users: Vec<(Millis, Arc<str>)>,
 }

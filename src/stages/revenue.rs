@@ -18,18 +18,21 @@ use crate::time::window_start;
 
 type Key = (Millis, Arc<str>, Arc<str>, Arc<str>);
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Acc {
     sessions: i64,
     energy_wh: i64,
+    #[serde(with = "rust_decimal::serde::str")]
     excl: Money,
+    #[serde(with = "rust_decimal::serde::str")]
     vat: Money,
+    #[serde(with = "rust_decimal::serde::str")]
     incl: Money,
     /// `None` until first written.
     revision: Option<i32>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct RevenueWindows {
     width: Millis,
     windows: BTreeMap<Key, Acc>,
@@ -108,9 +111,20 @@ impl RevenueWindows {
         }
     }
 
-    /// End of input: writes every window not yet written.
+    /// End of input: writes every window not yet written. The watermark stays where it is,
+    /// so that a later run resuming from this state (see `dataflow::commit`) revises these
+    /// windows rather than writing them again from revision 0.
     pub fn flush(&mut self, rows: &mut Vec<RevenueRow>) {
-        self.advance(Millis::MAX, rows);
+        let mut closed = Vec::new();
+        for (k, a) in self.windows.iter_mut() {
+            if a.revision.is_none() {
+                a.revision = Some(0);
+                closed.push((k.clone(), a.clone()));
+            }
+        }
+        for (k, a) in closed {
+            rows.push(self.row(&k, &a, 0));
+        }
     }
 
     /// Forgets windows that ended more than `retention` before the watermark.

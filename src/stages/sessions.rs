@@ -17,7 +17,7 @@ use crate::model::{EnergySource, MessageId, Millis, TransactionId};
 use crate::stages::anomalies::{check_register, max_plausible_wh, RegisterCheck};
 
 /// An open session on a connector.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OpenSession {
     pub message_id: MessageId,
     pub transaction_id: Option<TransactionId>,

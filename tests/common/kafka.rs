@@ -61,11 +61,43 @@ fn free_port() -> u16 {
 impl Broker {
     /// Starts tansu in `dir` (a fresh directory: its SQLite file lives there).
     pub fn start(dir: &Path) -> Broker {
-        let bin = tansu_binary();
         std::fs::create_dir_all(dir).unwrap();
         let mut last_error = String::new();
         for attempt in 0..5 {
-            let port = free_port();
+            match Self::spawn(dir, free_port(), attempt) {
+                Ok(b) => return b,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("cannot start tansu: {last_error}");
+    }
+
+    /// Stops the broker (SIGKILL); its data stays in its directory.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port, with the same data.
+    pub fn restart(&mut self) {
+        let mut last_error = String::new();
+        for attempt in 10..40 {
+            match Self::spawn(&self.dir, self.port, attempt) {
+                Ok(b) => {
+                    // The old child is already reaped: dropping it does nothing more.
+                    drop(std::mem::replace(self, b));
+                    return;
+                }
+                Err(e) => last_error = e,
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("cannot restart tansu on port {}: {last_error}", self.port);
+    }
+
+    fn spawn(dir: &Path, port: u16, attempt: u32) -> Result<Broker, String> {
+        let bin = tansu_binary();
+        {
             let url = format!("tcp://127.0.0.1:{port}");
             let log = dir.join(format!("tansu-{attempt}.log"));
             let out = File::create(&log).unwrap();
@@ -90,34 +122,31 @@ impl Broker {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Ok(Some(status)) = child.try_wait() {
-                    last_error = format!(
+                    return Err(format!(
                         "tansu exited ({status}) on port {port}: {}",
                         std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                    break;
+                    ));
                 }
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     // Still ours (not another process that took the port meanwhile)?
                     std::thread::sleep(Duration::from_millis(100));
                     if let Ok(None) = child.try_wait() {
-                        return Broker {
+                        return Ok(Broker {
                             child,
                             port,
                             dir: dir.to_path_buf(),
-                        };
+                        });
                     }
                     continue;
                 }
                 if Instant::now() > deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    last_error = format!("tansu did not listen on {port} within 30 s");
-                    break;
+                    return Err(format!("tansu did not listen on {port} within 30 s"));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        panic!("cannot start tansu: {last_error}");
     }
 
     pub fn addr(&self) -> String {
