@@ -328,6 +328,14 @@ pub struct OutputConfig {
     /// Also produce anomalies, notifications and dead letters to Kafka.
     #[serde(default)]
     pub kafka: Option<KafkaOutputConfig>,
+    /// Also write every session as an OCPI 2.2.1 CDR to `cdrs.jsonl`.
+    #[serde(default)]
+    pub ocpi_cdrs: bool,
+    /// The CPO's OCPI `country_code` and `party_id` in those CDRs.
+    #[serde(default = "defaults::cdr_country_code")]
+    pub cdr_country_code: String,
+    #[serde(default = "defaults::cdr_party_id")]
+    pub cdr_party_id: String,
 }
 
 impl Default for OutputConfig {
@@ -335,6 +343,9 @@ impl Default for OutputConfig {
         OutputConfig {
             dir: defaults::out_dir(),
             kafka: None,
+            ocpi_cdrs: false,
+            cdr_country_code: defaults::cdr_country_code(),
+            cdr_party_id: defaults::cdr_party_id(),
         }
     }
 }
@@ -366,16 +377,52 @@ pub struct RegistryConfig {
     pub default_site: String,
     #[serde(default = "defaults::default_tariff")]
     pub default_tariff: String,
+    /// Time zone of sites that name none.
+    #[serde(default = "defaults::default_time_zone")]
+    pub default_time_zone: String,
 }
 
 /// The station and token registry (`schemas/registry.schema.json`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Registry {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<Site>,
     #[serde(default)]
     pub stations: Vec<Station>,
     #[serde(default)]
     pub tokens: Vec<Token>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<Plan>,
+}
+
+/// A site: its tariff (for stations that name none) and its time zone (for OCPI tariff
+/// restrictions by time of day, day of week and date).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub site_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tariff_id: Option<String>,
+    /// IANA time zone, e.g. `Europe/Amsterdam`; absent: `registry.default_time_zone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// A subscription plan: a monthly fee, energy included per account and calendar month,
+/// and optionally its own (discounted) tariff.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub id: String,
+    pub currency: String,
+    #[serde(default = "defaults::zero")]
+    pub monthly_fee: Dec,
+    /// kWh per account and month priced at zero energy cost.
+    #[serde(default = "defaults::zero")]
+    pub included_kwh: Dec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tariff_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -390,6 +437,9 @@ pub struct Station {
     pub max_power_w: Option<f64>,
     #[serde(default)]
     pub connectors: Option<u32>,
+    /// Tariffs of single connectors (connector id → tariff id), over the station's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub connector_tariffs: BTreeMap<u32, String>,
     /// The OCPP version the charge point speaks (`"1.6"`, `"2.0.1"`, `"ocpp1.6"`,
     /// `"ocpp2.0.1"`); absent: detected per frame (docs/ocpp.md). An envelope's own
     /// `ocpp_version` wins over this.
@@ -403,6 +453,58 @@ pub struct Token {
     pub id_tag: String,
     /// `card`, `mobile`, `subscription` or `ad_hoc`.
     pub payment_method: String,
+    /// The billing account (several tokens may share one); absent: the id tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// A subscription plan's id (`plans`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+}
+
+/// Reads OCPI Tariff objects from a JSON file (one object or an array) or from every
+/// `*.json` file of a directory (in name order). Every tariff needs an `id`.
+pub fn load_ocpi_tariffs(path: &Path) -> Result<Vec<crate::tariff::ocpi::Tariff>, ConfigError> {
+    use crate::tariff::ocpi::Tariff;
+    let read = |p: &Path| -> Result<Vec<Tariff>, ConfigError> {
+        let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+            path: p.to_path_buf(),
+            source,
+        })?;
+        let parse = |message: String| ConfigError::Parse {
+            path: p.to_path_buf(),
+            message,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| parse(e.to_string()))?;
+        let tariffs: Vec<Tariff> = if value.is_array() {
+            serde_json::from_value(value)
+        } else {
+            serde_json::from_value(value).map(|t| vec![t])
+        }
+        .map_err(|e| parse(format!("not an OCPI 2.2.1 Tariff: {e}")))?;
+        if let Some(t) = tariffs.iter().find(|t| t.id.is_empty()) {
+            return Err(parse(format!("a tariff in {} has no id", t.currency)));
+        }
+        Ok(tariffs)
+    };
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            out.extend(read(&f)?);
+        }
+        Ok(out)
+    } else {
+        read(path)
+    }
 }
 
 impl Registry {
@@ -553,13 +655,56 @@ pub struct RevenueConfig {
     /// Tumbling window width (event time, aligned to UTC midnight).
     #[serde(default = "defaults::revenue_window")]
     pub window: Duration,
+    /// OCPI 2.2.1 Tariff objects: a JSON file (one object or an array of them) or a
+    /// directory of such files. They join the `[[tariffs]]` (same id: the OCPI one wins).
+    #[serde(default)]
+    pub ocpi_tariffs: Option<PathBuf>,
+    /// Payment fees by payment method (`card`, `mobile`, `subscription`, `ad_hoc`).
+    #[serde(default)]
+    pub fees: BTreeMap<String, FeeConfig>,
+    /// Payment events (JSONL, `schemas/payment-event.schema.json`) for revenue leakage.
+    #[serde(default)]
+    pub payments: Option<PathBuf>,
+    #[serde(default)]
+    pub leakage: LeakageSettings,
 }
 
 impl Default for RevenueConfig {
     fn default() -> Self {
-        RevenueConfig {
-            window: defaults::revenue_window(),
-        }
+        toml::from_str("").expect("defaults are valid")
+    }
+}
+
+/// A payment method's fee: `percent` of the amount incl. VAT plus `fixed` per session.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeeConfig {
+    #[serde(default = "defaults::zero")]
+    pub percent: Dec,
+    #[serde(default = "defaults::zero")]
+    pub fixed: Dec,
+}
+
+/// `[revenue.leakage]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakageSettings {
+    /// A session's payment must be captured within this long after its end.
+    #[serde(default = "defaults::leakage_grace")]
+    pub grace: Duration,
+    /// Captured amounts within this of the priced amount match.
+    #[serde(default = "defaults::leakage_amount_tolerance")]
+    pub amount_tolerance: Dec,
+    /// Registers and meter values agree within the larger of these.
+    #[serde(default = "defaults::leakage_meter_wh")]
+    pub meter_tolerance_wh: i64,
+    #[serde(default = "defaults::leakage_meter_pct")]
+    pub meter_tolerance_pct: Dec,
+}
+
+impl Default for LeakageSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults are valid")
     }
 }
 
@@ -744,6 +889,15 @@ mod defaults {
     pub fn default_tariff() -> String {
         "default".into()
     }
+    pub fn cdr_country_code() -> String {
+        "XX".into()
+    }
+    pub fn cdr_party_id() -> String {
+        "EVF".into()
+    }
+    pub fn default_time_zone() -> String {
+        "UTC".into()
+    }
     pub fn health_window() -> Duration {
         Duration(15 * 60_000)
     }
@@ -797,6 +951,18 @@ mod defaults {
     }
     pub fn kafka_linger() -> Duration {
         Duration(200)
+    }
+    pub fn leakage_grace() -> Duration {
+        Duration(24 * 3_600_000)
+    }
+    pub fn leakage_amount_tolerance() -> Dec {
+        Dec(Decimal::new(1, 2))
+    }
+    pub fn leakage_meter_wh() -> i64 {
+        100
+    }
+    pub fn leakage_meter_pct() -> Dec {
+        Dec(Decimal::new(2, 0))
     }
     pub fn commit_every_chunks() -> u64 {
         8

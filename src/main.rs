@@ -242,7 +242,7 @@ fn main() -> Result<()> {
 
 /// Removes what an earlier run wrote to `dir` (only evflow's own outputs).
 fn clear_outputs(dir: &Path) -> Result<()> {
-    for table in ["sessions", "revenue", "health"] {
+    for table in ["sessions", "charging_periods", "revenue", "health"] {
         let p = dir.join(table);
         if p.exists() {
             std::fs::remove_dir_all(&p)
@@ -258,6 +258,8 @@ fn clear_outputs(dir: &Path) -> Result<()> {
         "anomalies.jsonl",
         "notifications.jsonl",
         "dead-letter.jsonl",
+        "leakage.jsonl",
+        "cdrs.jsonl",
     ] {
         let p = dir.join(file);
         if p.exists() {
@@ -302,14 +304,20 @@ fn print_summary(r: &RunReport, out: &Path) -> Result<()> {
     for (k, n) in &s.notifications {
         writeln!(o, "    {k:<28} {n:>6}")?;
     }
-    writeln!(o, "  outputs in {}/: sessions/ revenue/ health/ (Parquet), anomalies.jsonl, notifications.jsonl, dead-letter.jsonl", out.display())?;
+    if !s.leakage.is_empty() {
+        writeln!(o, "  revenue leakage:")?;
+        for (k, n) in &s.leakage {
+            writeln!(o, "    {k:<28} {n:>6}")?;
+        }
+    }
+    writeln!(o, "  outputs in {}/: sessions/ charging_periods/ revenue/ health/ (Parquet), anomalies.jsonl, notifications.jsonl, leakage.jsonl, dead-letter.jsonl", out.display())?;
     writeln!(
         o,
         "\nRead the revenue with DuckDB (latest revision of each window):"
     )?;
     writeln!(
         o,
-        "  duckdb -c \"SELECT window_start, site_id, payment_method, currency, sessions, total_incl_vat FROM read_parquet('{}/revenue/*/*.parquet', hive_partitioning = true) QUALIFY row_number() OVER (PARTITION BY window_start, site_id, payment_method, currency ORDER BY revision DESC) = 1 ORDER BY window_start, site_id LIMIT 20\"",
+        "  duckdb -c \"SELECT window_start, site_id, payment_method, sum(sessions) AS sessions, sum(total_incl_vat) AS incl_vat, sum(net) AS net FROM (SELECT * FROM read_parquet('{}/revenue/*/*.parquet', hive_partitioning = true) QUALIFY row_number() OVER (PARTITION BY window_start, site_id, charge_point_id, payment_method, tariff_id, currency ORDER BY revision DESC) = 1) GROUP BY ALL ORDER BY window_start, site_id LIMIT 20\"",
         out.display()
     )?;
     Ok(())

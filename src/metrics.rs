@@ -76,6 +76,8 @@ pub struct Metrics {
     pub kafka_records: Family<Labels, Counter>,
     pub kafka_delivery_errors: Family<Labels, Counter>,
     pub kafka_committed_offset: Family<Labels, Gauge>,
+    pub leakage: Family<Labels, Counter>,
+    pub leakage_open: Family<Labels, Gauge>,
     // commits (dataflow::commit)
     pub commits: Counter,
     pub commits_postponed: Counter,
@@ -209,6 +211,16 @@ impl Metrics {
             AlwaysDescribed(m.kafka_committed_offset.clone()),
         );
         r.register(
+            "revenue_leakage",
+            "Revenue leakage records opened (leakage.jsonl), by kind",
+            m.leakage.clone(),
+        );
+        r.register(
+            "revenue_leakage_open",
+            "Revenue leakage records open now, by kind",
+            m.leakage_open.clone(),
+        );
+        r.register(
             "commits",
             "Commits made (snapshots plus manifest; Kafka source only)",
             m.commits.clone(),
@@ -272,6 +284,10 @@ impl Metrics {
             let _ = m.anomalies.get_or_create(&label("kind", k.as_str()));
             let _ = m.anomalies_open.get_or_create(&label("kind", k.as_str()));
         }
+        for k in crate::model::LeakageKind::ALL {
+            let _ = m.leakage.get_or_create(&label("kind", k.as_str()));
+            let _ = m.leakage_open.get_or_create(&label("kind", k.as_str()));
+        }
         for k in crate::model::NotificationKind::ALL {
             for a in ["driver", "operator"] {
                 let _ = m
@@ -307,6 +323,8 @@ impl Metrics {
             kafka_records: m.kafka_records,
             kafka_delivery_errors: m.kafka_delivery_errors,
             kafka_committed_offset: m.kafka_committed_offset,
+            leakage: m.leakage,
+            leakage_open: m.leakage_open,
             commits: m.commits,
             commits_postponed: m.commits_postponed,
             commit_duration: m.commit_duration,
@@ -395,6 +413,8 @@ struct MetricsBuilder {
     kafka_records: Family<Labels, Counter>,
     kafka_delivery_errors: Family<Labels, Counter>,
     kafka_committed_offset: Family<Labels, Gauge>,
+    leakage: Family<Labels, Counter>,
+    leakage_open: Family<Labels, Gauge>,
     commits: Counter,
     commits_postponed: Counter,
     commit_duration: Histogram,
@@ -431,6 +451,8 @@ impl Default for MetricsBuilder {
             kafka_records: Default::default(),
             kafka_delivery_errors: Default::default(),
             kafka_committed_offset: Default::default(),
+            leakage: Default::default(),
+            leakage_open: Default::default(),
             commits: Default::default(),
             commits_postponed: Default::default(),
             // 1 ms to ~16 s.

@@ -310,6 +310,65 @@ pub struct SessionRecord {
     pub total_incl_vat: Money,
     /// The session was processed after the watermark had passed its end (late data).
     pub late: bool,
+    /// The billing account: the token's (`registry.tokens[].account`), else the id tag.
+    pub account: Arc<str>,
+    /// The token's subscription plan, if any.
+    pub plan_id: Option<Arc<str>>,
+    /// Time charging (OCPI TIME) and connected but not charging (PARKING_TIME), ms.
+    pub charging_ms: i64,
+    pub parking_ms: i64,
+    /// The OCPI cost breakdown (rounded to the currency's minor unit; the parts can differ
+    /// from the total by a cent, see docs/pricing.md), before the subscription discount.
+    pub energy_cost: CostPair,
+    pub time_cost: CostPair,
+    pub parking_cost: CostPair,
+    pub fixed_cost: CostPair,
+    /// Energy covered by the account's monthly subscription allowance, Wh, and the discount
+    /// it gave (the share of the energy cost; already taken off the totals).
+    pub included_energy_wh: i64,
+    pub discount: CostPair,
+    /// The payment method's fee (`revenue.fees`), and `net = total_excl_vat − payment_fee`.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub payment_fee: Money,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub net: Money,
+    /// The session's charging periods (the `charging_periods/` table), in time order.
+    pub periods: Vec<PeriodRecord>,
+    /// Facts for the revenue-leakage check and the OCPI CDR output (not `sessions/` columns:
+    /// read back from Parquet they are empty).
+    pub audit: AuditFacts,
+}
+
+/// A session's energy by registers and by meter values, and its site's time zone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFacts {
+    /// meterStop − meterStart, when both were reported.
+    pub register_wh: Option<i64>,
+    /// The sum of plausible meter-value increments, when the session had readings.
+    pub samples_wh: Option<i64>,
+    /// The IANA time zone the session was priced in.
+    pub time_zone: Option<Arc<str>>,
+}
+
+/// An amount excl. and incl. VAT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CostPair {
+    #[serde(with = "rust_decimal::serde::str")]
+    pub excl_vat: Money,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub incl_vat: Money,
+}
+
+/// One charging period of a session (OCPI CDR `charging_periods`): a new period starts
+/// where charging starts or stops, and where power crosses a bound of the session's tariff.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeriodRecord {
+    pub start_time: Millis,
+    pub energy_wh: i64,
+    pub charging_ms: i64,
+    pub parking_ms: i64,
+    /// The highest power sampled in the period, W.
+    pub max_power_w: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,13 +390,16 @@ impl EnergySource {
     }
 }
 
-/// Revenue of one event-time window for one (site, payment method, currency).
+/// Revenue of one event-time window for one (site, charger, payment method, tariff,
+/// currency).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RevenueRow {
     pub window_start: Millis,
     pub window_end: Millis,
     pub site_id: Arc<str>,
+    pub charge_point_id: Arc<str>,
     pub payment_method: Arc<str>,
+    pub tariff_id: Arc<str>,
     pub currency: Arc<str>,
     pub sessions: i64,
     pub energy_wh: i64,
@@ -347,6 +409,11 @@ pub struct RevenueRow {
     pub vat: Money,
     #[serde(with = "rust_decimal::serde::str")]
     pub total_incl_vat: Money,
+    /// Payment fees of the window's sessions, and `net = total_excl_vat − payment_fees`.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub payment_fees: Money,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub net: Money,
     /// 0 for the first write of a window; +1 for each correction by late sessions. The row
     /// with the highest revision is the current one.
     pub revision: i32,
@@ -505,6 +572,87 @@ pub struct NotificationRecord {
     pub facts: serde_json::Value,
 }
 
+/// A payment provider's event about a charging session (`schemas/payment-event.schema.json`):
+/// what revenue leakage is judged against.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaymentEvent {
+    /// The provider's id of this event (a capture and its refund have different ids).
+    pub payment_id: String,
+    pub charge_point_id: Arc<str>,
+    /// The OCPP transaction id of the session paid for (as in `sessions/`).
+    pub transaction_id: String,
+    #[serde(rename = "type")]
+    pub kind: PaymentEventKind,
+    /// Amount, incl. VAT, in `currency` (decimal string).
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Money,
+    pub currency: Arc<str>,
+    #[serde(with = "crate::time::rfc3339")]
+    pub timestamp: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentEventKind {
+    Authorised,
+    Captured,
+    Failed,
+    Refunded,
+}
+
+/// Money lost or at risk on one session (`schemas/leakage.schema.json`), with a
+/// deterministic `id`; `state` goes `open` → `resolved` when a later payment settles it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeakageRecord {
+    pub id: String,
+    pub kind: LeakageKind,
+    pub state: AnomalyState,
+    pub charge_point_id: Arc<str>,
+    pub connector_id: u32,
+    pub site_id: Arc<str>,
+    pub transaction_id: String,
+    /// When the leak was established (session end + grace period, or the mismatching
+    /// event), or resolved.
+    #[serde(with = "crate::time::rfc3339")]
+    pub event_time: Millis,
+    /// What the session was priced at, incl. VAT.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub expected: Money,
+    /// Captured minus refunded, incl. VAT.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub captured: Money,
+    pub currency: Arc<str>,
+    pub details: serde_json::Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakageKind {
+    /// Energy was delivered and priced, but no capture arrived within the grace period.
+    Uncaptured,
+    /// Captured (net of refunds) differs from the priced amount.
+    AmountMismatch,
+    /// The session's registers (meterStop − meterStart) disagree with the sum of its meter
+    /// values beyond the tolerance.
+    MeterMismatch,
+}
+
+impl LeakageKind {
+    pub const ALL: [LeakageKind; 3] = [
+        LeakageKind::Uncaptured,
+        LeakageKind::AmountMismatch,
+        LeakageKind::MeterMismatch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakageKind::Uncaptured => "uncaptured",
+            LeakageKind::AmountMismatch => "amount_mismatch",
+            LeakageKind::MeterMismatch => "meter_mismatch",
+        }
+    }
+}
+
 /// A line evflow could not use, with the reason.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -536,10 +684,13 @@ pub enum DeadLetterReason {
     BadPayload,
     /// Strict mode: the CALL's payload violates its action's official OCPP JSON schema.
     SchemaViolation,
+    /// A line of the payment events (`revenue.payments`) that is not a payment event
+    /// (`seq` is its line number in that file).
+    BadPaymentEvent,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 8] = [
+    pub const ALL: [DeadLetterReason; 9] = [
         DeadLetterReason::InvalidJson,
         DeadLetterReason::BadEnvelope,
         DeadLetterReason::MissingChargePoint,
@@ -548,6 +699,7 @@ impl DeadLetterReason {
         DeadLetterReason::UnknownAction,
         DeadLetterReason::BadPayload,
         DeadLetterReason::SchemaViolation,
+        DeadLetterReason::BadPaymentEvent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -560,6 +712,7 @@ impl DeadLetterReason {
             DeadLetterReason::UnknownAction => "unknown_action",
             DeadLetterReason::BadPayload => "bad_payload",
             DeadLetterReason::SchemaViolation => "schema_violation",
+            DeadLetterReason::BadPaymentEvent => "bad_payment_event",
         }
     }
 }
@@ -578,6 +731,9 @@ pub fn stable_id(parts: &[&str]) -> String {
 }
 
 /// What the per-charger stages and the aggregator emit towards the sinks.
+// Sessions are the large variant and a small share of the records; boxing them would add an
+// allocation per session for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Output {
     Session(SessionRecord),
@@ -586,6 +742,7 @@ pub enum Output {
     Anomaly(AnomalyRecord),
     Notification(NotificationRecord),
     DeadLetter(DeadLetter),
+    Leakage(LeakageRecord),
     /// The watermark crossed a flush boundary: sinks may close their files.
     Checkpoint {
         watermark: Millis,

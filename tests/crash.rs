@@ -61,9 +61,27 @@ fn setup(dir: &Path, chargers: u32, partitions: u32) -> (Broker, PathBuf, PathBu
     let broker = Broker::start(&dir.join("broker"));
     broker.create_topic("ocpp", partitions);
     broker.create_topic("anomalies", 1);
-    let t = Instant::now();
-    let n = broker.produce_envelopes("ocpp", &text);
-    eprintln!("produced {n} records in {:.1} s", t.elapsed().as_secs_f64());
+    // `evflow produce`, keyed by charge point: what the README tells users to do.
+    let produced = run_ok(&[
+        "produce",
+        dir.join("traffic.jsonl").to_str().unwrap(),
+        "--to",
+        &broker.url("ocpp", "").replace('?', ""),
+    ]);
+    let report = String::from_utf8_lossy(&produced.stdout).to_string();
+    eprint!("{report}");
+    let n = text.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(
+        report.starts_with(&format!("produced {n} records")),
+        "{report}"
+    );
+    // Keyed by charge point: a charger's records are all in one partition.
+    let mut partition_of = std::collections::BTreeMap::new();
+    for (p, _, key, _) in broker.read_all("ocpp") {
+        let key = key.expect("keyed by charge point");
+        assert_eq!(*partition_of.entry(key.clone()).or_insert(p), p, "{key}");
+    }
+    assert_eq!(partition_of.len() as u32, chargers);
     let write = |name: &str, kafka_out: &str| {
         let path = dir.join(name);
         let text = format!(

@@ -35,6 +35,8 @@ pub const DOCUMENTED: &[&str] = &[
     "evflow_kafka_records_total",
     "evflow_kafka_delivery_errors_total",
     "evflow_kafka_committed_offset",
+    "evflow_revenue_leakage_total",
+    "evflow_revenue_leakage_open",
     "evflow_commits_total",
     "evflow_commits_postponed_total",
     "evflow_commit_duration_seconds",

@@ -597,9 +597,10 @@ fn a_1_6_and_a_2_0_1_network_give_the_same_sessions_and_anomalies() {
         assert_eq!(k.stop_reason, s.reason.unwrap_or("Local"));
         assert!(!k.late);
     }
-    // 10.8 kWh × 0.39 + 0.50 = 4.712 → 4.71 excl. VAT, 0.89 VAT, 5.60 incl.
-    assert_eq!(s16[0].price, "4.71 0.89 EUR");
-    assert_eq!(s16[0].total_incl_vat, "5.6");
+    // 10.8 kWh × 0.39 + 0.50 = 4.712 → 4.71 excl. VAT; incl. VAT is rounded from the exact
+    // 4.712 × 1.19 = 5.60728 → 5.61 (src/tariff/mod.rs, rule 3), so VAT = 0.90.
+    assert_eq!(s16[0].price, "4.71 0.9 EUR");
+    assert_eq!(s16[0].total_incl_vat, "5.61");
     assert_eq!(
         s16[2].payment_method, "mobile",
         "the 2.0.1 driver is identified after the start"

@@ -132,6 +132,7 @@ def main():
         (os.path.join(args.out_dir, "anomalies.jsonl"), "anomaly.schema.json", check_jsonl),
         (os.path.join(args.out_dir, "notifications.jsonl"), "notification.schema.json", check_jsonl),
         (os.path.join(args.out_dir, "dead-letter.jsonl"), "dead-letter.schema.json", check_jsonl),
+        (os.path.join(args.out_dir, "leakage.jsonl"), "leakage.schema.json", check_jsonl),
     ]
     skipped = []
 

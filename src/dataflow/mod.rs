@@ -33,7 +33,7 @@ use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 use crate::config::{DataflowConfig, Registry, SourceConfig};
 use crate::metrics::{label, Metrics};
-use crate::model::{Event, Output};
+use crate::model::{DeadLetter, DeadLetterReason, Event, Output};
 use crate::ocpp::{DecodeOptions, DecodeStats, Decoder};
 use crate::progress::Progress;
 use crate::sinks::kafka::KafkaSink;
@@ -44,6 +44,7 @@ use crate::sources::simulator::{Fleet, SimulatorSource};
 use crate::sources::stdin::StdinSource;
 use crate::sources::{Chunk, Poll, Source, SourceError};
 use crate::stages::charger::ChargerStages;
+use crate::stages::leakage::{LeakageConfig, LeakageLedger};
 use crate::stages::revenue::RevenueWindows;
 use crate::stages::{Reference, StageConfig};
 use commit::{CommitError, Coordinator, RunIdentity, WorkerCommit};
@@ -95,8 +96,10 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         SourceConfig::Simulator(sim) => {
             let fleet = Fleet::new(sim, &cfg.maintenance);
             let generated = fleet.registry();
+            registry.sites.extend(generated.sites);
             registry.stations.extend(generated.stations);
             registry.tokens.extend(generated.tokens);
+            registry.plans.extend(generated.plans);
             // Ground truth of the injected faults, beside the outputs unless placed elsewhere.
             let labels = sim
                 .labels
@@ -107,7 +110,42 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         }
         SourceConfig::File { .. } | SourceConfig::Kafka(_) => None,
     };
-    let reference = Arc::new(Reference::new(cfg, &registry));
+    let ocpi_tariffs = match &cfg.revenue.ocpi_tariffs {
+        Some(path) => crate::config::load_ocpi_tariffs(path)?,
+        None => Vec::new(),
+    };
+    let reference = Arc::new(Reference::new(cfg, &registry, ocpi_tariffs)?);
+    // Payment events (revenue leakage): read whole at start, fed in event-time order as the
+    // watermark passes them. Bad lines are dead-lettered (`bad_payment_event`).
+    let (payments, bad_payments) = match &cfg.revenue.payments {
+        Some(path) => {
+            let (events, bad) = crate::sources::payments::read_payments(path)?;
+            let dead: Vec<DeadLetter> = bad
+                .into_iter()
+                .map(|b| DeadLetter {
+                    seq: b.line_no,
+                    reason: DeadLetterReason::BadPaymentEvent,
+                    error: format!("{}:{}: {}", path.display(), b.line_no, b.error),
+                    line: b.line,
+                })
+                .collect();
+            if !dead.is_empty() {
+                tracing::warn!(
+                    "{}: {} payment event line(s) not usable (see dead-letter.jsonl)",
+                    path.display(),
+                    dead.len()
+                );
+            }
+            (Some(Arc::new(events)), dead)
+        }
+        None => (None, Vec::new()),
+    };
+    let leakage_cfg = LeakageConfig {
+        grace: cfg.revenue.leakage.grace.0,
+        amount_tolerance: cfg.revenue.leakage.amount_tolerance.0,
+        meter_tolerance_wh: cfg.revenue.leakage.meter_tolerance_wh,
+        meter_tolerance_pct: cfg.revenue.leakage.meter_tolerance_pct.0,
+    };
     let stage_cfg = Arc::new(StageConfig::from_dataflow(cfg));
     let workers = cfg.pipeline.workers;
 
@@ -122,14 +160,22 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         }),
         _ => None,
     };
+    let cdrs = cfg.output.ocpi_cdrs.then(|| {
+        (
+            cfg.output.cdr_country_code.clone(),
+            cfg.output.cdr_party_id.clone(),
+        )
+    });
     let restore_started = Instant::now();
     let mut restored = match &identity {
         Some(id) => commit::load(&cfg.output.dir, id)?,
         None => None,
     };
     let mut output_sinks = match restored.as_mut().and_then(|r| r.sinks.take()) {
-        Some(state) => OutputSinks::open_restored(&cfg.output.dir, metrics.clone(), state)?,
-        None => OutputSinks::open(&cfg.output.dir, metrics.clone())?,
+        Some(state) => {
+            OutputSinks::open_restored(&cfg.output.dir, metrics.clone(), state, cdrs.clone())?
+        }
+        None => OutputSinks::open(&cfg.output.dir, metrics.clone(), cdrs.clone())?,
     };
     if let Some(k) = &cfg.output.kafka {
         output_sinks = output_sinks.with_kafka(KafkaSink::open(k, &cfg.kafka, metrics)?);
@@ -170,6 +216,9 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         )));
         let aggregate_state = Rc::new(RefCell::new(operators::AggregateState::new(
             RevenueWindows::new(stage_cfg.revenue_window),
+            LeakageLedger::new(leakage_cfg.clone()),
+            reference.clone(),
+            payments.clone(),
             bound,
         )));
         // This worker's share of the last commit's state.
@@ -306,6 +355,19 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             stage_state.borrow().save(w).map_err(snap)?;
             Ok(true)
         };
+        // Bad payment lines go to the dead letters once (not again when resuming a commit).
+        let mut bad_payments = if index == 0 && resume.is_none() {
+            bad_payments.clone()
+        } else {
+            Vec::new()
+        };
+        for d in &bad_payments {
+            metrics
+                .decode_errors
+                .get_or_create(&label("reason", d.reason.as_str()))
+                .inc();
+            metrics.dead_letters.inc();
+        }
         // Chunks in flight before the worker waits for the pipeline to catch up.
         let in_flight = 4 * peers as u64;
         loop {
@@ -371,7 +433,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             }
             events_in.send_batch(&mut events);
             events.clear();
-            for d in dead.drain(..) {
+            for d in dead.drain(..).chain(bad_payments.drain(..)) {
                 dead_in.send(Output::DeadLetter(d));
             }
             // Inputs never pass the next commit boundary before the commit there.

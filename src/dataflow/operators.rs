@@ -18,11 +18,16 @@ use timely::progress::frontier::MutableAntichain;
 
 use super::watermark::{Mark, Watermark};
 use crate::metrics::{label, Metrics};
-use crate::model::{Event, HealthLevel, HealthRow, Millis, Output};
+use crate::model::{
+    Event, HealthLevel, HealthRow, LeakageRecord, Millis, Output, PaymentEvent, SessionRecord,
+};
 use crate::sinks::{OutputSinks, Summary};
+use crate::stages::billing::Billing;
 use crate::stages::charger::{Arrival, ChargerStages, StagesSnapshot};
 use crate::stages::health::site_row;
+use crate::stages::leakage::{LeakageLedger, SessionFacts};
 use crate::stages::revenue::RevenueWindows;
+use crate::stages::Reference;
 
 /// Routes a charge point to a worker.
 pub fn charge_point_hash(id: &str) -> u64 {
@@ -337,7 +342,8 @@ pub fn sink_order(a: &Output, b: &Output) -> Ordering {
             Output::Notification(_) => 3,
             Output::Health(_) => 4,
             Output::Revenue(_) => 5,
-            Output::Checkpoint { .. } => 6,
+            Output::Leakage(_) => 6,
+            Output::Checkpoint { .. } => 7,
         }
     }
     match (a, b) {
@@ -399,16 +405,34 @@ pub fn sink_order(a: &Output, b: &Output) -> Ordering {
         (Output::Revenue(x), Output::Revenue(y)) => (
             x.window_start,
             &x.site_id,
+            &x.charge_point_id,
             &x.payment_method,
+            &x.tariff_id,
             &x.currency,
             x.revision,
         )
             .cmp(&(
                 y.window_start,
                 &y.site_id,
+                &y.charge_point_id,
                 &y.payment_method,
+                &y.tariff_id,
                 &y.currency,
                 y.revision,
+            )),
+        (Output::Leakage(x), Output::Leakage(y)) => (
+            x.event_time,
+            &x.charge_point_id,
+            &x.transaction_id,
+            x.kind,
+            x.state,
+        )
+            .cmp(&(
+                y.event_time,
+                &y.charge_point_id,
+                &y.transaction_id,
+                y.kind,
+                y.state,
             )),
         (Output::Checkpoint { watermark: x }, Output::Checkpoint { watermark: y }) => x.cmp(y),
         _ => rank(a).cmp(&rank(b)),
@@ -418,54 +442,125 @@ pub fn sink_order(a: &Output, b: &Output) -> Ordering {
 /// The state of the fleet-wide aggregation (worker 0), for commit snapshots.
 pub struct AggregateState {
     revenue: RevenueWindows,
+    billing: Billing,
+    leakage: LeakageLedger,
     buffer: TimeBuffer<Output>,
     last_checkpoint: Option<Millis>,
+    reference: Arc<Reference>,
+    /// Payment events in time order, fed to the leakage ledger as the watermark passes them.
+    payments: Arc<Vec<PaymentEvent>>,
+    next_payment: usize,
+    /// Without a payments source only the meter check applies (nothing could be captured).
+    payments_enabled: bool,
 }
 
 impl AggregateState {
-    pub fn new(revenue: RevenueWindows, out_of_orderness: Millis) -> Self {
+    pub fn new(
+        revenue: RevenueWindows,
+        leakage: LeakageLedger,
+        reference: Arc<Reference>,
+        payments: Option<Arc<Vec<PaymentEvent>>>,
+        out_of_orderness: Millis,
+    ) -> Self {
         AggregateState {
             revenue,
+            billing: Billing::new(),
+            leakage,
             buffer: TimeBuffer::new(out_of_orderness),
             last_checkpoint: None,
+            reference,
+            payments_enabled: payments.is_some(),
+            payments: payments.unwrap_or_default(),
+            next_payment: 0,
         }
     }
 
     pub fn save(&self, w: &mut impl std::io::Write) -> bincode::Result<()> {
         bincode::serialize_into(
             w,
-            &(&self.revenue, &self.buffer.watermark, self.last_checkpoint),
+            &(
+                &self.revenue,
+                &self.billing,
+                &self.leakage,
+                &self.buffer.watermark,
+                self.last_checkpoint,
+                self.next_payment as u64,
+            ),
         )
     }
 
     /// Replaces the state with a snapshot's.
     pub fn restore(&mut self, snapshot: AggregateSnapshot) {
         self.revenue = snapshot.revenue;
+        self.billing = snapshot.billing;
+        self.leakage = snapshot.leakage;
         self.buffer.watermark = snapshot.watermark;
         self.last_checkpoint = snapshot.last_checkpoint;
+        self.next_payment = snapshot.next_payment as usize;
+    }
+
+    /// Feeds the payments up to `until` to the leakage ledger, in event-time order with the
+    /// ledger's own deadlines: sessions due before a payment are judged before it (a payment
+    /// exactly at a deadline is in time).
+    fn feed_payments(&mut self, until: Millis, out: &mut Vec<LeakageRecord>) {
+        while let Some(p) = self.payments.get(self.next_payment) {
+            if p.timestamp > until {
+                break;
+            }
+            self.leakage.advance(p.timestamp.saturating_sub(1), out);
+            self.leakage.on_payment(p, out);
+            self.next_payment += 1;
+        }
     }
 }
 
 /// The aggregation's state as read from a commit snapshot.
 pub struct AggregateSnapshot {
     revenue: RevenueWindows,
+    billing: Billing,
+    leakage: LeakageLedger,
     watermark: Watermark,
     last_checkpoint: Option<Millis>,
+    next_payment: u64,
 }
 
 impl AggregateSnapshot {
     pub fn read(r: &mut impl std::io::Read) -> bincode::Result<AggregateSnapshot> {
-        let (revenue, watermark, last_checkpoint) = bincode::deserialize_from(r)?;
+        let (revenue, billing, leakage, watermark, last_checkpoint, next_payment) =
+            bincode::deserialize_from(r)?;
         Ok(AggregateSnapshot {
             revenue,
+            billing,
+            leakage,
             watermark,
             last_checkpoint,
+            next_payment,
         })
     }
 }
 
-/// Fleet-wide aggregation on worker 0: revenue windows and site health rows. Passes every
-/// record through and adds its own.
+fn session_facts(s: &SessionRecord, payments_enabled: bool) -> SessionFacts {
+    SessionFacts {
+        charge_point_id: s.charge_point_id.clone(),
+        connector_id: s.connector_id,
+        site_id: s.site_id.clone(),
+        transaction_id: s.transaction_id.clone(),
+        end_time: s.end_time,
+        amount_due: if payments_enabled {
+            s.total_incl_vat
+        } else {
+            rust_decimal::Decimal::ZERO
+        },
+        currency: s.currency.clone(),
+        payment_method: s.payment_method.clone(),
+        register_energy_wh: s.audit.register_wh,
+        sample_energy_wh: s.audit.samples_wh,
+    }
+}
+
+/// Fleet-wide aggregation on worker 0: billing (subscription allowances, payment fees),
+/// revenue windows, revenue leakage and site health rows. Passes every record through
+/// (sessions finalised) and adds its own.
 pub fn aggregate<'s>(
     records: StreamVec<'s, u64, Output>,
     marks: StreamVec<'s, u64, Mark>,
@@ -482,36 +577,37 @@ pub fn aggregate<'s>(
             let mut cap = Some(cap);
             move |(rec_in, rec_frontier), (mk_in, mk_frontier), output| {
                 let mut guard = state.borrow_mut();
-                let AggregateState {
-                    revenue,
-                    buffer,
-                    last_checkpoint,
-                } = &mut *guard;
-                rec_in.for_each(|c, data| buffer.stash(c.least(), data));
-                mk_in.for_each(|c, data| buffer.mark(c.least(), data));
+                let st = &mut *guard;
+                rec_in.for_each(|c, data| st.buffer.stash(c.least(), data));
+                mk_in.for_each(|c, data| st.buffer.mark(c.least(), data));
                 let Some(held) = cap.as_mut() else { return };
                 let frontier = frontier_min(&[rec_frontier, mk_frontier]);
-                let times = buffer.complete_times(frontier);
+                let times = st.buffer.complete_times(frontier);
                 for t in times {
-                    let mut batch = buffer.take(t);
+                    let mut batch = st.buffer.take(t);
                     batch.sort_by(sink_order);
                     let mut added: Vec<Output> = Vec::new();
                     let mut rows = Vec::new();
+                    let mut leaks = Vec::new();
+                    for r in &mut batch {
+                        if let Output::Session(s) = r {
+                            st.billing.finalize(s, &st.reference);
+                            st.leakage
+                                .on_session(session_facts(s, st.payments_enabled), &mut leaks);
+                            if let Some(row) = st.revenue.add(s) {
+                                added.push(Output::Revenue(row));
+                            }
+                        }
+                    }
                     let mut by_site: BTreeMap<(Millis, &str), Vec<&HealthRow>> = BTreeMap::new();
                     for r in &batch {
-                        match r {
-                            Output::Session(s) => {
-                                if let Some(row) = revenue.add(s) {
-                                    added.push(Output::Revenue(row));
-                                }
-                            }
-                            Output::Health(h) if h.level == HealthLevel::Charger => {
+                        if let Output::Health(h) = r {
+                            if h.level == HealthLevel::Charger {
                                 by_site
                                     .entry((h.window_start, &h.site_id))
                                     .or_default()
                                     .push(h);
                             }
-                            _ => {}
                         }
                     }
                     added.extend(
@@ -520,25 +616,28 @@ pub fn aggregate<'s>(
                             .filter_map(|v| site_row(v))
                             .map(Output::Health),
                     );
-                    let w = buffer.watermark.advance_through(t);
-                    revenue.advance(w, &mut rows);
-                    revenue.forget_before(30 * 86_400_000);
+                    let w = st.buffer.watermark.advance_through(t);
+                    st.revenue.advance(w, &mut rows);
+                    st.revenue.forget_before(30 * 86_400_000);
                     added.extend(rows.into_iter().map(Output::Revenue));
                     if w > Millis::MIN {
+                        st.feed_payments(w, &mut leaks);
+                        st.leakage.advance(w, &mut leaks);
                         let boundary = w - w.rem_euclid(checkpoint_every);
-                        if last_checkpoint.is_some_and(|c| boundary > c) {
+                        if st.last_checkpoint.is_some_and(|c| boundary > c) {
                             added.push(Output::Checkpoint {
                                 watermark: boundary,
                             });
                         }
-                        if last_checkpoint.is_none_or(|c| boundary > c) {
-                            *last_checkpoint = Some(boundary);
+                        if st.last_checkpoint.is_none_or(|c| boundary > c) {
+                            st.last_checkpoint = Some(boundary);
                         }
                         metrics.watermark.set(w as f64 / 1000.0);
-                        if let Some(m) = buffer.watermark.max_seen() {
+                        if let Some(m) = st.buffer.watermark.max_seen() {
                             metrics.watermark_lag.set((m - w) as f64 / 1000.0);
                         }
                     }
+                    added.extend(leaks.into_iter().map(Output::Leakage));
                     batch.extend(added);
                     if !batch.is_empty() {
                         output
@@ -549,12 +648,21 @@ pub fn aggregate<'s>(
                 match frontier {
                     Some(f) => held.downgrade(&f),
                     None => {
-                        let w = buffer.watermark.finish();
+                        let w = st.buffer.watermark.finish();
                         let mut rows = Vec::new();
-                        revenue.flush(&mut rows);
+                        st.revenue.flush(&mut rows);
+                        // Payments and deadlines up to the final watermark; later ones
+                        // belong to a later run (the commit keeps them pending).
+                        let mut leaks = Vec::new();
+                        st.feed_payments(w, &mut leaks);
+                        st.leakage.advance(w, &mut leaks);
                         metrics.watermark.set(w as f64 / 1000.0);
                         metrics.watermark_lag.set(0.0);
-                        let out: Vec<Output> = rows.into_iter().map(Output::Revenue).collect();
+                        let out: Vec<Output> = rows
+                            .into_iter()
+                            .map(Output::Revenue)
+                            .chain(leaks.into_iter().map(Output::Leakage))
+                            .collect();
                         if !out.is_empty() {
                             output.session(&*held).give_iterator(out.into_iter());
                         }

@@ -74,6 +74,14 @@ impl JsonlWriter {
         self.out.write_all(b"\n").map_err(|e| self.io(e))
     }
 
+    /// Writes a line that is already JSON (without its newline).
+    pub fn write_raw(&mut self, line: &str) -> Result<(), SinkError> {
+        self.out
+            .write_all(line.as_bytes())
+            .and_then(|_| self.out.write_all(b"\n"))
+            .map_err(|e| self.io(e))
+    }
+
     pub fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush().map_err(|e| self.io(e))
     }

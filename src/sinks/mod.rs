@@ -1,11 +1,13 @@
 //! Sinks: where evflow's records go.
 //!
 //! Owns: all output I/O. [`OutputSinks`] receives the records of one completed timely time,
-//! in a deterministic order, and writes them: `sessions/`, `revenue/`, `health/` as Parquet
-//! ([`parquet`]), `anomalies.jsonl`, `notifications.jsonl`, `dead-letter.jsonl` ([`jsonl`]),
-//! and, with `[output.kafka]`, the same JSONL records to Kafka topics ([`kafka`]).
+//! in a deterministic order, and writes them: `sessions/`, `charging_periods/`, `revenue/`,
+//! `health/` as Parquet ([`parquet`]), `anomalies.jsonl`, `notifications.jsonl`,
+//! `dead-letter.jsonl` ([`jsonl`]), and, with `[output.kafka]`, the same JSONL records to
+//! Kafka topics ([`kafka`]).
 //! It also keeps the domain metrics and the run summary, which are about what was written.
 
+pub mod cdr;
 pub mod jsonl;
 pub mod kafka;
 pub mod parquet;
@@ -19,7 +21,7 @@ use rust_decimal::Decimal;
 use crate::metrics::{label, labels2, Metrics};
 use crate::model::{AnomalyState, HealthLevel, Output};
 use jsonl::JsonlWriter;
-use parquet::{HealthWriter, RevenueWriter, SessionsWriter};
+use parquet::{ChargingPeriodsWriter, HealthWriter, RevenueWriter, SessionsWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -37,12 +39,14 @@ pub enum SinkError {
 }
 
 /// The sinks' part of a commit snapshot: (next file number, buffered rows) per Parquet
-/// table, and the lengths of `anomalies.jsonl`, `notifications.jsonl`, `dead-letter.jsonl`.
+/// table, and the lengths of `anomalies.jsonl`, `notifications.jsonl`, `dead-letter.jsonl`,
+/// `leakage.jsonl`, `cdrs.jsonl` (0 when not written).
 pub struct SinkState {
     sessions: (u64, Vec<crate::model::SessionRecord>),
+    charging_periods: (u64, Vec<parquet::ChargingPeriodRow>),
     revenue: (u64, Vec<crate::model::RevenueRow>),
     health: (u64, Vec<crate::model::HealthRow>),
-    jsonl_lengths: [u64; 3],
+    jsonl_lengths: [u64; 5],
 }
 
 /// What a run wrote, for the summary printed at the end.
@@ -57,17 +61,23 @@ pub struct Summary {
     pub anomalies: BTreeMap<String, u64>,
     pub notifications: BTreeMap<String, u64>,
     pub dead_letters: u64,
+    /// Revenue leakage records opened, by kind.
+    pub leakage: BTreeMap<String, u64>,
     pub health_rows: u64,
     pub revenue_rows: u64,
 }
 
 pub struct OutputSinks {
     sessions: SessionsWriter,
+    charging_periods: ChargingPeriodsWriter,
     revenue: RevenueWriter,
     health: HealthWriter,
     anomalies: JsonlWriter,
     notifications: JsonlWriter,
     dead_letters: JsonlWriter,
+    leakage: JsonlWriter,
+    /// `cdrs.jsonl` with (country code, party id), when `output.ocpi_cdrs`.
+    cdrs: Option<(JsonlWriter, String, String)>,
     kafka: Option<kafka::KafkaSink>,
     metrics: Metrics,
     pub summary: Summary,
@@ -76,18 +86,29 @@ pub struct OutputSinks {
 impl OutputSinks {
     /// Opens the outputs under `dir`. Parquet tables continue numbering after existing parts;
     /// JSONL files are appended to.
-    pub fn open(dir: &Path, metrics: Metrics) -> Result<OutputSinks, SinkError> {
+    /// `cdrs`: (country code, party id) of `cdrs.jsonl`'s OCPI CDRs, when they are written.
+    pub fn open(
+        dir: &Path,
+        metrics: Metrics,
+        cdrs: Option<(String, String)>,
+    ) -> Result<OutputSinks, SinkError> {
         std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
         Ok(OutputSinks {
             sessions: parquet::sessions_writer(dir).resume()?,
+            charging_periods: parquet::charging_periods_writer(dir).resume()?,
             revenue: parquet::revenue_writer(dir).resume()?,
             health: parquet::health_writer(dir).resume()?,
             anomalies: JsonlWriter::open(&dir.join("anomalies.jsonl"))?,
             notifications: JsonlWriter::open(&dir.join("notifications.jsonl"))?,
             dead_letters: JsonlWriter::open(&dir.join("dead-letter.jsonl"))?,
+            leakage: JsonlWriter::open(&dir.join("leakage.jsonl"))?,
+            cdrs: match cdrs {
+                Some((c, p)) => Some((JsonlWriter::open(&dir.join("cdrs.jsonl"))?, c, p)),
+                None => None,
+            },
             kafka: None,
             metrics,
             summary: Summary::default(),
@@ -101,14 +122,17 @@ impl OutputSinks {
         dir: &Path,
         metrics: Metrics,
         state: SinkState,
+        cdrs: Option<(String, String)>,
     ) -> Result<OutputSinks, SinkError> {
         std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        let [anomalies, notifications, dead_letters] = state.jsonl_lengths;
+        let [anomalies, notifications, dead_letters, leakage, cdr_len] = state.jsonl_lengths;
         Ok(OutputSinks {
             sessions: parquet::sessions_writer(dir).restore(state.sessions.0, state.sessions.1)?,
+            charging_periods: parquet::charging_periods_writer(dir)
+                .restore(state.charging_periods.0, state.charging_periods.1)?,
             revenue: parquet::revenue_writer(dir).restore(state.revenue.0, state.revenue.1)?,
             health: parquet::health_writer(dir).restore(state.health.0, state.health.1)?,
             anomalies: JsonlWriter::open_at(&dir.join("anomalies.jsonl"), Some(anomalies))?,
@@ -117,6 +141,15 @@ impl OutputSinks {
                 Some(notifications),
             )?,
             dead_letters: JsonlWriter::open_at(&dir.join("dead-letter.jsonl"), Some(dead_letters))?,
+            leakage: JsonlWriter::open_at(&dir.join("leakage.jsonl"), Some(leakage))?,
+            cdrs: match cdrs {
+                Some((c, p)) => Some((
+                    JsonlWriter::open_at(&dir.join("cdrs.jsonl"), Some(cdr_len))?,
+                    c,
+                    p,
+                )),
+                None => None,
+            },
             kafka: None,
             metrics,
             summary: Summary::default(),
@@ -132,6 +165,11 @@ impl OutputSinks {
             self.anomalies.sync()?,
             self.notifications.sync()?,
             self.dead_letters.sync()?,
+            self.leakage.sync()?,
+            match self.cdrs.as_mut() {
+                Some((w, _, _)) => w.sync()?,
+                None => 0,
+            },
         ];
         if let Some(k) = self.kafka.as_mut() {
             k.flush_all()?;
@@ -140,6 +178,7 @@ impl OutputSinks {
             w,
             &(
                 self.sessions.state(),
+                self.charging_periods.state(),
                 self.revenue.state(),
                 self.health.state(),
                 lengths,
@@ -150,10 +189,11 @@ impl OutputSinks {
 
     /// Reads what [`save`](Self::save) wrote.
     pub fn read_state(r: &mut impl std::io::Read) -> Result<SinkState, SinkError> {
-        let (sessions, revenue, health, jsonl_lengths) =
+        let (sessions, charging_periods, revenue, health, jsonl_lengths) =
             bincode::deserialize_from(r).map_err(|e| SinkError::Snapshot(e.to_string()))?;
         Ok(SinkState {
             sessions,
+            charging_periods,
             revenue,
             health,
             jsonl_lengths,
@@ -172,6 +212,9 @@ impl OutputSinks {
         for r in records {
             match r {
                 Output::Session(s) => {
+                    if let Some((w, country, party)) = self.cdrs.as_mut() {
+                        w.write_raw(&cdr::cdr_json(&s, country, party))?;
+                    }
                     self.summary.sessions += 1;
                     self.summary.energy_wh += s.energy_wh;
                     *self
@@ -203,6 +246,9 @@ impl OutputSinks {
                     m.revenue_incl_vat
                         .get_or_create(&cur)
                         .inc_by(s.total_incl_vat.to_f64().unwrap_or(0.0).max(0.0));
+                    for p in parquet::period_rows(&s) {
+                        self.charging_periods.push(p);
+                    }
                     self.sessions.push(s);
                 }
                 Output::Revenue(r) => {
@@ -266,6 +312,7 @@ impl OutputSinks {
                         k.dead_letter(&d)?;
                     }
                 }
+                Output::Leakage(l) => self.write_leakage(l)?,
                 Output::Checkpoint { .. } => self.flush()?,
             }
         }
@@ -273,20 +320,50 @@ impl OutputSinks {
         self.anomalies.flush()?;
         self.notifications.flush()?;
         self.dead_letters.flush()?;
+        self.leakage.flush()?;
+        if let Some((w, _, _)) = self.cdrs.as_mut() {
+            w.flush()?;
+        }
         Ok(())
     }
 
     /// Writes buffered Parquet rows to new files.
     pub fn flush(&mut self) -> Result<(), SinkError> {
         self.sessions.flush()?;
+        self.charging_periods.flush()?;
         self.revenue.flush()?;
         self.health.flush()?;
         self.anomalies.flush()?;
         self.notifications.flush()?;
         self.dead_letters.flush()?;
+        self.leakage.flush()?;
+        if let Some((w, _, _)) = self.cdrs.as_mut() {
+            w.flush()?;
+        }
         if let Some(k) = self.kafka.as_mut() {
             k.flush();
         }
         Ok(())
+    }
+}
+
+impl OutputSinks {
+    fn write_leakage(&mut self, l: crate::model::LeakageRecord) -> Result<(), SinkError> {
+        let kind = label("kind", l.kind.as_str());
+        match l.state {
+            AnomalyState::Open => {
+                *self
+                    .summary
+                    .leakage
+                    .entry(l.kind.as_str().to_string())
+                    .or_default() += 1;
+                self.metrics.leakage.get_or_create(&kind).inc();
+                self.metrics.leakage_open.get_or_create(&kind).inc();
+            }
+            AnomalyState::Resolved => {
+                self.metrics.leakage_open.get_or_create(&kind).dec();
+            }
+        }
+        self.leakage.write(&l)
     }
 }

@@ -1,11 +1,13 @@
-//! Parquet sink: hive-partitioned, atomically written tables of sessions, revenue and health.
+//! Parquet sink: hive-partitioned, atomically written tables of sessions, their charging
+//! periods, revenue and health.
 //!
 //! Owns: the Parquet tables under an output directory and their schemas
 //! (`schemas/parquet.md` documents them). This is the only code in evflow that writes Parquet;
 //! it also reads the tables back for tests and tools.
 //!
 //! Layout: `OUT/TABLE/date=YYYY-MM-DD/part-NNNNNN.parquet`, where the UTC date comes from
-//! `end_time` (sessions) or `window_start` (revenue, health) and `NNNNNN` is the writer's
+//! `end_time` (sessions), `session_end_time` (charging periods: a session's periods share its
+//! partition) or `window_start` (revenue, health) and `NNNNNN` is the writer's
 //! flush sequence number. A file is written under a hidden temporary name in its final
 //! directory (`.part-NNNNNN.parquet.tmp`, ignored by DuckDB/Spark globs), fsynced, then
 //! renamed, so readers only ever see whole files. Rows are sorted within a file and names
@@ -31,8 +33,11 @@ use parquet::errors::ParquetError as ParquetLibError;
 use parquet::file::properties::WriterProperties;
 use rust_decimal::{Decimal, RoundingStrategy};
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::{
-    EnergySource, HealthLevel, HealthRow, Millis, Money, RevenueRow, SessionRecord,
+    AuditFacts, CostPair, EnergySource, HealthLevel, HealthRow, Millis, Money, RevenueRow,
+    SessionRecord,
 };
 use crate::time::date_string;
 
@@ -100,10 +105,11 @@ mod sealed {
     impl Sealed for crate::model::SessionRecord {}
     impl Sealed for crate::model::RevenueRow {}
     impl Sealed for crate::model::HealthRow {}
+    impl Sealed for super::ChargingPeriodRow {}
 }
 
-/// A record type with a Parquet table: implemented for [`SessionRecord`], [`RevenueRow`] and
-/// [`HealthRow`] only.
+/// A record type with a Parquet table: implemented for [`SessionRecord`],
+/// [`ChargingPeriodRow`], [`RevenueRow`] and [`HealthRow`] only.
 pub trait ParquetRow: Sized + sealed::Sealed {
     /// Directory name of the table under the output directory.
     const TABLE: &'static str;
@@ -129,9 +135,53 @@ pub struct ParquetTable<R> {
 pub type SessionsWriter = ParquetTable<SessionRecord>;
 pub type RevenueWriter = ParquetTable<RevenueRow>;
 pub type HealthWriter = ParquetTable<HealthRow>;
+pub type ChargingPeriodsWriter = ParquetTable<ChargingPeriodRow>;
+
+/// One row of `charging_periods/`: one charging period of a session (OCPI CDR
+/// `charging_periods`), keyed by its session (charge point, connector, transaction, end) and
+/// its index. Saved in commit snapshots (bincode) while buffered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChargingPeriodRow {
+    pub charge_point_id: Arc<str>,
+    pub connector_id: u32,
+    pub transaction_id: String,
+    /// The session's `end_time`: the row's `date=` partition is the session's.
+    pub session_end_time: Millis,
+    /// Index of the period within the session, from 0, in time order.
+    pub period: u32,
+    pub start_time: Millis,
+    pub energy_wh: i64,
+    pub charging_ms: i64,
+    pub parking_ms: i64,
+    /// The highest power sampled in the period, W.
+    pub max_power_w: Option<f64>,
+}
+
+/// The `charging_periods/` rows of a session's periods, indexed from 0.
+pub fn period_rows(s: &SessionRecord) -> impl Iterator<Item = ChargingPeriodRow> + '_ {
+    (0u32..)
+        .zip(&s.periods)
+        .map(move |(period, p)| ChargingPeriodRow {
+            charge_point_id: s.charge_point_id.clone(),
+            connector_id: s.connector_id,
+            transaction_id: s.transaction_id.clone(),
+            session_end_time: s.end_time,
+            period,
+            start_time: p.start_time,
+            energy_wh: p.energy_wh,
+            charging_ms: p.charging_ms,
+            parking_ms: p.parking_ms,
+            max_power_w: p.max_power_w,
+        })
+}
 
 /// Writer of `OUT/sessions/`.
 pub fn sessions_writer(out_dir: &Path) -> SessionsWriter {
+    ParquetTable::new(out_dir)
+}
+
+/// Writer of `OUT/charging_periods/`.
+pub fn charging_periods_writer(out_dir: &Path) -> ChargingPeriodsWriter {
     ParquetTable::new(out_dir)
 }
 
@@ -379,6 +429,11 @@ pub fn read_sessions(out_dir: &Path) -> Result<Vec<SessionRecord>, ParquetError>
     read_table(out_dir)
 }
 
+/// All charging periods under `out_dir/charging_periods/`.
+pub fn read_charging_periods(out_dir: &Path) -> Result<Vec<ChargingPeriodRow>, ParquetError> {
+    read_table(out_dir)
+}
+
 /// All revenue rows under `out_dir/revenue/`. Money comes back at scale 4.
 pub fn read_revenue(out_dir: &Path) -> Result<Vec<RevenueRow>, ParquetError> {
     read_table(out_dir)
@@ -436,6 +491,10 @@ fn str_col<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(values))
 }
 
+fn opt_str_col<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
+}
+
 fn i64_col(values: impl Iterator<Item = i64>) -> ArrayRef {
     Arc::new(Int64Array::from_iter_values(values))
 }
@@ -444,7 +503,8 @@ fn f64_col(values: impl Iterator<Item = f64>) -> ArrayRef {
     Arc::new(Float64Array::from_iter_values(values))
 }
 
-fn connector_to_i32(column: &'static str, v: u32) -> Result<i32, ParquetError> {
+/// A `u32` (connector id, period index) as an Int32 column value.
+fn u32_to_i32(column: &'static str, v: u32) -> Result<i32, ParquetError> {
     i32::try_from(v).map_err(|_| ParquetError::OutOfRange {
         column,
         value: v.into(),
@@ -518,7 +578,28 @@ impl<'a> Columns<'a> {
             .collect()
     }
 
-    fn connector(&self, name: &str, v: i32) -> Result<u32, ParquetError> {
+    /// A nullable Utf8 column.
+    fn opt_strs(&self, name: &str) -> Result<Vec<Option<Arc<str>>>, ParquetError> {
+        Ok(self
+            .get::<StringArray>(name)?
+            .iter()
+            .map(|s| s.map(Arc::from))
+            .collect())
+    }
+
+    /// The money columns `{prefix}_excl_vat` and `{prefix}_incl_vat`.
+    fn cost_pairs(&self, prefix: &str) -> Result<Vec<CostPair>, ParquetError> {
+        let excl = self.money(&format!("{prefix}_excl_vat"))?;
+        let incl = self.money(&format!("{prefix}_incl_vat"))?;
+        Ok(excl
+            .into_iter()
+            .zip(incl)
+            .map(|(excl_vat, incl_vat)| CostPair { excl_vat, incl_vat })
+            .collect())
+    }
+
+    /// An Int32 value of a `u32` field (connector id, period index).
+    fn u32(&self, name: &str, v: i32) -> Result<u32, ParquetError> {
         u32::try_from(v).map_err(|_| self.error(format!("column {name}: negative value {v}")))
     }
 }
@@ -553,6 +634,23 @@ impl ParquetRow for SessionRecord {
             field("vat", money_type()),
             field("total_incl_vat", money_type()),
             field("late", DataType::Boolean),
+            field("account", DataType::Utf8),
+            Field::new("plan_id", DataType::Utf8, true),
+            field("charging_ms", DataType::Int64),
+            field("parking_ms", DataType::Int64),
+            field("energy_cost_excl_vat", money_type()),
+            field("energy_cost_incl_vat", money_type()),
+            field("time_cost_excl_vat", money_type()),
+            field("time_cost_incl_vat", money_type()),
+            field("parking_cost_excl_vat", money_type()),
+            field("parking_cost_incl_vat", money_type()),
+            field("fixed_cost_excl_vat", money_type()),
+            field("fixed_cost_incl_vat", money_type()),
+            field("included_energy_wh", DataType::Int64),
+            field("discount_excl_vat", money_type()),
+            field("discount_incl_vat", money_type()),
+            field("payment_fee", money_type()),
+            field("net", money_type()),
         ]))
     }
 
@@ -560,7 +658,26 @@ impl ParquetRow for SessionRecord {
         self.end_time
     }
 
+    /// Every written column takes part; `periods` (see `charging_periods/`) and `meter` are
+    /// not written.
     fn sort_cmp(&self, o: &Self) -> Ordering {
+        /// The money columns after `total_incl_vat`, in column order.
+        fn money(s: &SessionRecord) -> [Money; 12] {
+            [
+                s.energy_cost.excl_vat,
+                s.energy_cost.incl_vat,
+                s.time_cost.excl_vat,
+                s.time_cost.incl_vat,
+                s.parking_cost.excl_vat,
+                s.parking_cost.incl_vat,
+                s.fixed_cost.excl_vat,
+                s.fixed_cost.incl_vat,
+                s.discount.excl_vat,
+                s.discount.incl_vat,
+                s.payment_fee,
+                s.net,
+            ]
+        }
         (
             self.end_time,
             &self.charge_point_id,
@@ -603,15 +720,31 @@ impl ParquetRow for SessionRecord {
                     self.vat,
                     self.total_incl_vat,
                     self.late,
+                    &self.account,
+                    &self.plan_id,
+                    self.charging_ms,
+                    self.parking_ms,
+                    self.included_energy_wh,
                 )
-                    .cmp(&(o.total_excl_vat, o.vat, o.total_incl_vat, o.late))
+                    .cmp(&(
+                        o.total_excl_vat,
+                        o.vat,
+                        o.total_incl_vat,
+                        o.late,
+                        &o.account,
+                        &o.plan_id,
+                        o.charging_ms,
+                        o.parking_ms,
+                        o.included_energy_wh,
+                    ))
             })
+            .then_with(|| money(self).cmp(&money(o)))
     }
 
     fn to_batch(rows: &[Self]) -> Result<RecordBatch, ParquetError> {
         let connector_ids = rows
             .iter()
-            .map(|r| connector_to_i32("connector_id", r.connector_id))
+            .map(|r| u32_to_i32("connector_id", r.connector_id))
             .collect::<Result<Vec<i32>, _>>()?;
         let columns: Vec<ArrayRef> = vec![
             str_col(rows.iter().map(|r| &*r.charge_point_id)),
@@ -633,6 +766,53 @@ impl ParquetRow for SessionRecord {
             Arc::new(BooleanArray::from(
                 rows.iter().map(|r| r.late).collect::<Vec<bool>>(),
             )),
+            str_col(rows.iter().map(|r| &*r.account)),
+            opt_str_col(rows.iter().map(|r| r.plan_id.as_deref())),
+            i64_col(rows.iter().map(|r| r.charging_ms)),
+            i64_col(rows.iter().map(|r| r.parking_ms)),
+            money_col(
+                "energy_cost_excl_vat",
+                rows.iter().map(|r| r.energy_cost.excl_vat),
+            )?,
+            money_col(
+                "energy_cost_incl_vat",
+                rows.iter().map(|r| r.energy_cost.incl_vat),
+            )?,
+            money_col(
+                "time_cost_excl_vat",
+                rows.iter().map(|r| r.time_cost.excl_vat),
+            )?,
+            money_col(
+                "time_cost_incl_vat",
+                rows.iter().map(|r| r.time_cost.incl_vat),
+            )?,
+            money_col(
+                "parking_cost_excl_vat",
+                rows.iter().map(|r| r.parking_cost.excl_vat),
+            )?,
+            money_col(
+                "parking_cost_incl_vat",
+                rows.iter().map(|r| r.parking_cost.incl_vat),
+            )?,
+            money_col(
+                "fixed_cost_excl_vat",
+                rows.iter().map(|r| r.fixed_cost.excl_vat),
+            )?,
+            money_col(
+                "fixed_cost_incl_vat",
+                rows.iter().map(|r| r.fixed_cost.incl_vat),
+            )?,
+            i64_col(rows.iter().map(|r| r.included_energy_wh)),
+            money_col(
+                "discount_excl_vat",
+                rows.iter().map(|r| r.discount.excl_vat),
+            )?,
+            money_col(
+                "discount_incl_vat",
+                rows.iter().map(|r| r.discount.incl_vat),
+            )?,
+            money_col("payment_fee", rows.iter().map(|r| r.payment_fee))?,
+            money_col("net", rows.iter().map(|r| r.net))?,
         ];
         Ok(RecordBatch::try_new(Self::schema(), columns)?)
     }
@@ -656,6 +836,18 @@ impl ParquetRow for SessionRecord {
         let vat = c.money("vat")?;
         let total_incl_vat = c.money("total_incl_vat")?;
         let late = c.get::<BooleanArray>("late")?;
+        let account = c.strs("account")?;
+        let plan_id = c.opt_strs("plan_id")?;
+        let charging_ms = c.get::<Int64Array>("charging_ms")?;
+        let parking_ms = c.get::<Int64Array>("parking_ms")?;
+        let energy_cost = c.cost_pairs("energy_cost")?;
+        let time_cost = c.cost_pairs("time_cost")?;
+        let parking_cost = c.cost_pairs("parking_cost")?;
+        let fixed_cost = c.cost_pairs("fixed_cost")?;
+        let included_energy_wh = c.get::<Int64Array>("included_energy_wh")?;
+        let discount = c.cost_pairs("discount")?;
+        let payment_fee = c.money("payment_fee")?;
+        let net = c.money("net")?;
 
         (0..batch.num_rows())
             .map(|i| {
@@ -666,7 +858,7 @@ impl ParquetRow for SessionRecord {
                 };
                 Ok(SessionRecord {
                     charge_point_id: charge_point_id[i].clone(),
-                    connector_id: c.connector("connector_id", connector_id.value(i))?,
+                    connector_id: c.u32("connector_id", connector_id.value(i))?,
                     site_id: site_id[i].clone(),
                     transaction_id: transaction_id[i].to_string(),
                     id_tag: id_tag[i].clone(),
@@ -682,6 +874,22 @@ impl ParquetRow for SessionRecord {
                     vat: vat[i],
                     total_incl_vat: total_incl_vat[i],
                     late: late.value(i),
+                    account: account[i].clone(),
+                    plan_id: plan_id[i].clone(),
+                    charging_ms: charging_ms.value(i),
+                    parking_ms: parking_ms.value(i),
+                    energy_cost: energy_cost[i],
+                    time_cost: time_cost[i],
+                    parking_cost: parking_cost[i],
+                    fixed_cost: fixed_cost[i],
+                    included_energy_wh: included_energy_wh.value(i),
+                    discount: discount[i],
+                    payment_fee: payment_fee[i],
+                    net: net[i],
+                    // Not columns: the periods are the `charging_periods/` table, and the
+                    // meter facts are for the revenue-leakage check only.
+                    periods: Vec::new(),
+                    audit: AuditFacts::default(),
                 })
             })
             .collect()
@@ -696,13 +904,17 @@ impl ParquetRow for RevenueRow {
             field("window_start", timestamp_type()),
             field("window_end", timestamp_type()),
             field("site_id", DataType::Utf8),
+            field("charge_point_id", DataType::Utf8),
             field("payment_method", DataType::Utf8),
+            field("tariff_id", DataType::Utf8),
             field("currency", DataType::Utf8),
             field("sessions", DataType::Int64),
             field("energy_wh", DataType::Int64),
             field("total_excl_vat", money_type()),
             field("vat", money_type()),
             field("total_incl_vat", money_type()),
+            field("payment_fees", money_type()),
+            field("net", money_type()),
             field("revision", DataType::Int32),
         ]))
     }
@@ -715,14 +927,18 @@ impl ParquetRow for RevenueRow {
         (
             self.window_start,
             &self.site_id,
+            &self.charge_point_id,
             &self.payment_method,
+            &self.tariff_id,
             &self.currency,
             self.revision,
         )
             .cmp(&(
                 o.window_start,
                 &o.site_id,
+                &o.charge_point_id,
                 &o.payment_method,
+                &o.tariff_id,
                 &o.currency,
                 o.revision,
             ))
@@ -734,6 +950,8 @@ impl ParquetRow for RevenueRow {
                     self.total_excl_vat,
                     self.vat,
                     self.total_incl_vat,
+                    self.payment_fees,
+                    self.net,
                 )
                     .cmp(&(
                         o.window_end,
@@ -742,6 +960,8 @@ impl ParquetRow for RevenueRow {
                         o.total_excl_vat,
                         o.vat,
                         o.total_incl_vat,
+                        o.payment_fees,
+                        o.net,
                     ))
             })
     }
@@ -751,13 +971,17 @@ impl ParquetRow for RevenueRow {
             ts_col(rows.iter().map(|r| r.window_start)),
             ts_col(rows.iter().map(|r| r.window_end)),
             str_col(rows.iter().map(|r| &*r.site_id)),
+            str_col(rows.iter().map(|r| &*r.charge_point_id)),
             str_col(rows.iter().map(|r| &*r.payment_method)),
+            str_col(rows.iter().map(|r| &*r.tariff_id)),
             str_col(rows.iter().map(|r| &*r.currency)),
             i64_col(rows.iter().map(|r| r.sessions)),
             i64_col(rows.iter().map(|r| r.energy_wh)),
             money_col("total_excl_vat", rows.iter().map(|r| r.total_excl_vat))?,
             money_col("vat", rows.iter().map(|r| r.vat))?,
             money_col("total_incl_vat", rows.iter().map(|r| r.total_incl_vat))?,
+            money_col("payment_fees", rows.iter().map(|r| r.payment_fees))?,
+            money_col("net", rows.iter().map(|r| r.net))?,
             Arc::new(Int32Array::from_iter_values(
                 rows.iter().map(|r| r.revision),
             )),
@@ -770,13 +994,17 @@ impl ParquetRow for RevenueRow {
         let window_start = c.get::<TimestampMillisecondArray>("window_start")?;
         let window_end = c.get::<TimestampMillisecondArray>("window_end")?;
         let site_id = c.strs("site_id")?;
+        let charge_point_id = c.strs("charge_point_id")?;
         let payment_method = c.strs("payment_method")?;
+        let tariff_id = c.strs("tariff_id")?;
         let currency = c.strs("currency")?;
         let sessions = c.get::<Int64Array>("sessions")?;
         let energy_wh = c.get::<Int64Array>("energy_wh")?;
         let total_excl_vat = c.money("total_excl_vat")?;
         let vat = c.money("vat")?;
         let total_incl_vat = c.money("total_incl_vat")?;
+        let payment_fees = c.money("payment_fees")?;
+        let net = c.money("net")?;
         let revision = c.get::<Int32Array>("revision")?;
 
         Ok((0..batch.num_rows())
@@ -784,13 +1012,17 @@ impl ParquetRow for RevenueRow {
                 window_start: window_start.value(i),
                 window_end: window_end.value(i),
                 site_id: site_id[i].clone(),
+                charge_point_id: charge_point_id[i].clone(),
                 payment_method: payment_method[i].clone(),
+                tariff_id: tariff_id[i].clone(),
                 currency: currency[i].clone(),
                 sessions: sessions.value(i),
                 energy_wh: energy_wh.value(i),
                 total_excl_vat: total_excl_vat[i],
                 vat: vat[i],
                 total_incl_vat: total_incl_vat[i],
+                payment_fees: payment_fees[i],
+                net: net[i],
                 revision: revision.value(i),
             })
             .collect())
@@ -853,7 +1085,7 @@ impl ParquetRow for HealthRow {
             .iter()
             .map(|r| {
                 r.connector_id
-                    .map(|c| connector_to_i32("connector_id", c))
+                    .map(|c| u32_to_i32("connector_id", c))
                     .transpose()
             })
             .collect::<Result<Vec<Option<i32>>, _>>()?;
@@ -902,7 +1134,7 @@ impl ParquetRow for HealthRow {
                 let connector_id = if connector_id.is_null(i) {
                     None
                 } else {
-                    Some(c.connector("connector_id", connector_id.value(i))?)
+                    Some(c.u32("connector_id", connector_id.value(i))?)
                 };
                 Ok(HealthRow {
                     window_start: window_start.value(i),
@@ -924,9 +1156,124 @@ impl ParquetRow for HealthRow {
     }
 }
 
+impl ParquetRow for ChargingPeriodRow {
+    const TABLE: &'static str = "charging_periods";
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("charge_point_id", DataType::Utf8),
+            field("connector_id", DataType::Int32),
+            field("transaction_id", DataType::Utf8),
+            field("session_end_time", timestamp_type()),
+            field("period", DataType::Int32),
+            field("start_time", timestamp_type()),
+            field("energy_wh", DataType::Int64),
+            field("charging_ms", DataType::Int64),
+            field("parking_ms", DataType::Int64),
+            Field::new("max_power_w", DataType::Float64, true),
+        ]))
+    }
+
+    /// The session's end, so that its periods share its `date=` partition.
+    fn partition_time(&self) -> Millis {
+        self.session_end_time
+    }
+
+    /// The session's key (as in `sessions/`), the period index, then every other column.
+    fn sort_cmp(&self, o: &Self) -> Ordering {
+        (
+            self.session_end_time,
+            &self.charge_point_id,
+            self.connector_id,
+            &self.transaction_id,
+            self.period,
+        )
+            .cmp(&(
+                o.session_end_time,
+                &o.charge_point_id,
+                o.connector_id,
+                &o.transaction_id,
+                o.period,
+            ))
+            .then_with(|| {
+                (
+                    self.start_time,
+                    self.energy_wh,
+                    self.charging_ms,
+                    self.parking_ms,
+                )
+                    .cmp(&(o.start_time, o.energy_wh, o.charging_ms, o.parking_ms))
+            })
+            .then_with(|| match (self.max_power_w, o.max_power_w) {
+                (Some(a), Some(b)) => a.total_cmp(&b),
+                (a, b) => a.is_some().cmp(&b.is_some()),
+            })
+    }
+
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ParquetError> {
+        let connector_ids = rows
+            .iter()
+            .map(|r| u32_to_i32("connector_id", r.connector_id))
+            .collect::<Result<Vec<i32>, _>>()?;
+        let periods = rows
+            .iter()
+            .map(|r| u32_to_i32("period", r.period))
+            .collect::<Result<Vec<i32>, _>>()?;
+        let columns: Vec<ArrayRef> = vec![
+            str_col(rows.iter().map(|r| &*r.charge_point_id)),
+            Arc::new(Int32Array::from(connector_ids)),
+            str_col(rows.iter().map(|r| r.transaction_id.as_str())),
+            ts_col(rows.iter().map(|r| r.session_end_time)),
+            Arc::new(Int32Array::from(periods)),
+            ts_col(rows.iter().map(|r| r.start_time)),
+            i64_col(rows.iter().map(|r| r.energy_wh)),
+            i64_col(rows.iter().map(|r| r.charging_ms)),
+            i64_col(rows.iter().map(|r| r.parking_ms)),
+            Arc::new(Float64Array::from(
+                rows.iter()
+                    .map(|r| r.max_power_w)
+                    .collect::<Vec<Option<f64>>>(),
+            )),
+        ];
+        Ok(RecordBatch::try_new(Self::schema(), columns)?)
+    }
+
+    fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<Self>, ParquetError> {
+        let c = Columns::new(batch, path, &Self::schema())?;
+        let charge_point_id = c.strs("charge_point_id")?;
+        let connector_id = c.get::<Int32Array>("connector_id")?;
+        let transaction_id = c.strs("transaction_id")?;
+        let session_end_time = c.get::<TimestampMillisecondArray>("session_end_time")?;
+        let period = c.get::<Int32Array>("period")?;
+        let start_time = c.get::<TimestampMillisecondArray>("start_time")?;
+        let energy_wh = c.get::<Int64Array>("energy_wh")?;
+        let charging_ms = c.get::<Int64Array>("charging_ms")?;
+        let parking_ms = c.get::<Int64Array>("parking_ms")?;
+        let max_power_w = c.get::<Float64Array>("max_power_w")?;
+
+        (0..batch.num_rows())
+            .map(|i| {
+                Ok(ChargingPeriodRow {
+                    charge_point_id: charge_point_id[i].clone(),
+                    connector_id: c.u32("connector_id", connector_id.value(i))?,
+                    transaction_id: transaction_id[i].to_string(),
+                    session_end_time: session_end_time.value(i),
+                    period: c.u32("period", period.value(i))?,
+                    start_time: start_time.value(i),
+                    energy_wh: energy_wh.value(i),
+                    charging_ms: charging_ms.value(i),
+                    parking_ms: parking_ms.value(i),
+                    max_power_w: (!max_power_w.is_null(i)).then(|| max_power_w.value(i)),
+                })
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PeriodRecord;
     use crate::time::parse_rfc3339;
     use std::str::FromStr;
 
@@ -947,14 +1294,24 @@ mod tests {
         Decimal::from_str(s).expect("test decimal")
     }
 
+    fn cost(excl: &str, incl: &str) -> CostPair {
+        CostPair {
+            excl_vat: dec(excl),
+            incl_vat: dec(incl),
+        }
+    }
+
+    /// A session with two charging periods (the second without a power sample).
     fn session(cp: &str, end: &str, tx: &str, excl: &str, vat: &str, incl: &str) -> SessionRecord {
+        let start = ts(end) - 3_600_000;
+        let fee = dec("0.25");
         SessionRecord {
             charge_point_id: Arc::from(cp),
             connector_id: 1,
             site_id: Arc::from("site-1"),
             transaction_id: tx.to_string(),
             id_tag: Arc::from("TAG"),
-            start_time: ts(end) - 3_600_000,
+            start_time: start,
             end_time: ts(end),
             energy_wh: 12_345,
             energy_source: EnergySource::Registers,
@@ -966,6 +1323,48 @@ mod tests {
             vat: dec(vat),
             total_incl_vat: dec(incl),
             late: false,
+            account: Arc::from("ACC-1"),
+            plan_id: Some(Arc::from("plan-basic")),
+            charging_ms: 3_000_000,
+            parking_ms: 600_000,
+            energy_cost: cost("8.1234", "9.6668"),
+            time_cost: cost("1.5", "1.785"),
+            parking_cost: cost("0.75", "0.8925"),
+            fixed_cost: cost("0.5", "0.595"),
+            included_energy_wh: 2_000,
+            discount: cost("1.3164", "1.5665"),
+            payment_fee: fee,
+            net: dec(excl) - fee,
+            periods: vec![
+                PeriodRecord {
+                    start_time: start,
+                    energy_wh: 10_000,
+                    charging_ms: 2_400_000,
+                    parking_ms: 0,
+                    max_power_w: Some(22_080.5),
+                },
+                PeriodRecord {
+                    start_time: start + 2_400_000,
+                    energy_wh: 2_345,
+                    charging_ms: 600_000,
+                    parking_ms: 600_000,
+                    max_power_w: None,
+                },
+            ],
+            audit: AuditFacts {
+                register_wh: Some(12_345),
+                samples_wh: Some(12_300),
+                time_zone: Some("Europe/Berlin".into()),
+            },
+        }
+    }
+
+    /// What reading a written session back gives: no periods, no meter facts.
+    fn as_read(s: &SessionRecord) -> SessionRecord {
+        SessionRecord {
+            periods: Vec::new(),
+            audit: AuditFacts::default(),
+            ..s.clone()
         }
     }
 
@@ -974,13 +1373,17 @@ mod tests {
             window_start: ts(start),
             window_end: ts(start) + 3_600_000,
             site_id: Arc::from(site),
+            charge_point_id: Arc::from("CP-1"),
             payment_method: Arc::from("app"),
+            tariff_id: Arc::from("standard"),
             currency: Arc::from("EUR"),
             sessions: 3,
             energy_wh: 45_000,
             total_excl_vat: dec(excl),
             vat: dec("0.0001"),
             total_incl_vat: dec(excl) + dec("0.0001"),
+            payment_fees: dec("0.75"),
+            net: dec(excl) - dec("0.75"),
             revision,
         }
     }
@@ -1036,25 +1439,69 @@ mod tests {
         ];
         rows[1].energy_source = EnergySource::Samples;
         rows[1].late = true;
+        rows[1].plan_id = None;
+        rows[1].account = Arc::from("TAG");
+        rows[1].included_energy_wh = 0;
+        rows[1].discount = CostPair::default();
+        rows[1].periods.clear();
         rows[2].connector_id = 2;
+        rows[2].charging_ms = 0;
+        rows[2].parking_ms = 3_600_000;
+        rows[2].energy_cost = cost("-0.0001", "99999999999999.9999");
+        rows[2].payment_fee = dec("-99999999999999.9999");
+        rows[3].time_cost = cost("0", "0");
+        rows[3].parking_cost = cost("2.25", "2.6775");
+        rows[3].fixed_cost = cost("-1", "-1.19");
+        rows[3].net = dec("-12.5956");
+        // Equal to rows[1] but for plan_id and net: the columns after the key decide.
+        let mut planned = rows[1].clone();
+        planned.plan_id = Some(Arc::from("plan-x"));
+        planned.net = dec("-0.2499");
+        rows.push(planned);
 
         let mut w = sessions_writer(&dir);
         for r in rows.iter().rev() {
             w.push(r.clone());
         }
         let stats = w.flush().expect("flush");
-        assert_eq!(stats.rows, 4);
+        assert_eq!(stats.rows, 5);
         assert_eq!(stats.files.len(), 1);
         assert!(w.is_empty());
 
         let back = read_sessions(&dir).expect("read");
         rows.sort_by(SessionRecord::sort_cmp);
-        assert_eq!(back, rows);
+        assert_eq!(back, rows.iter().map(as_read).collect::<Vec<_>>());
+        assert!(back.iter().all(|s| s.periods.is_empty()));
+        let schema = SessionRecord::schema();
+        assert!(schema.field_with_name("periods").is_err());
+        assert!(schema
+            .field_with_name("plan_id")
+            .expect("plan_id")
+            .is_nullable());
+        assert_eq!(
+            schema.fields().iter().filter(|f| f.is_nullable()).count(),
+            1,
+            "only plan_id is nullable"
+        );
         // Exact, not merely equal as numbers after some rounding.
         assert_eq!(back[0].total_excl_vat.to_string(), "99999999999999.9999");
+        assert_eq!(back[0].energy_cost.excl_vat.to_string(), "-0.0001");
+        assert_eq!(
+            back[0].energy_cost.incl_vat.to_string(),
+            "99999999999999.9999"
+        );
+        assert_eq!(back[0].payment_fee.to_string(), "-99999999999999.9999");
         assert_eq!(back[1].total_excl_vat.to_string(), "0.0001");
-        assert_eq!(back[2].total_excl_vat.to_string(), "12.3456");
-        assert_eq!(back[3].vat.to_string(), "1.2000");
+        assert_eq!(back[1].plan_id, None);
+        assert_eq!(back[1].discount.incl_vat.to_string(), "0.0000");
+        assert_eq!(back[2].plan_id.as_deref(), Some("plan-x"));
+        assert_eq!(back[2].net.to_string(), "-0.2499");
+        assert_eq!(back[3].total_excl_vat.to_string(), "12.3456");
+        assert_eq!(back[3].time_cost.excl_vat.to_string(), "1.5000");
+        assert_eq!(back[3].discount.excl_vat.to_string(), "1.3164");
+        assert_eq!(back[3].net.to_string(), "12.0956");
+        assert_eq!(back[4].vat.to_string(), "1.2000");
+        assert_eq!(back[4].fixed_cost.incl_vat.to_string(), "-1.1900");
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -1065,6 +1512,18 @@ mod tests {
             revenue("2026-01-05T08:00:00Z", "site-b", 0, "100.5"),
             revenue("2026-01-05T08:00:00Z", "site-a", 1, "12.3456"),
             revenue("2026-01-05T08:00:00Z", "site-a", 0, "-0.0001"),
+            RevenueRow {
+                tariff_id: Arc::from("peak"),
+                payment_fees: dec("0"),
+                net: dec("7.5"),
+                ..revenue("2026-01-05T08:00:00Z", "site-a", 2, "7.5")
+            },
+            RevenueRow {
+                charge_point_id: Arc::from("CP-0"),
+                payment_fees: dec("-0.0001"),
+                net: dec("99999999999999.9999"),
+                ..revenue("2026-01-05T08:00:00Z", "site-a", 3, "1")
+            },
         ];
         let mut w = revenue_writer(&dir);
         for r in &rev {
@@ -1072,8 +1531,28 @@ mod tests {
         }
         w.flush().expect("flush revenue");
         rev.sort_by(RevenueRow::sort_cmp);
-        assert_eq!(read_revenue(&dir).expect("read revenue"), rev);
-        assert_eq!(rev[0].revision, 0);
+        let back = read_revenue(&dir).expect("read revenue");
+        assert_eq!(back, rev);
+        // Key: window_start, site_id, charge_point_id, payment_method, tariff_id, currency,
+        // revision.
+        let keys: Vec<(&str, &str, &str, i32)> = back
+            .iter()
+            .map(|r| (&*r.site_id, &*r.charge_point_id, &*r.tariff_id, r.revision))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("site-a", "CP-0", "standard", 3),
+                ("site-a", "CP-1", "peak", 2),
+                ("site-a", "CP-1", "standard", 0),
+                ("site-a", "CP-1", "standard", 1),
+                ("site-b", "CP-1", "standard", 0),
+            ]
+        );
+        assert_eq!(back[0].payment_fees.to_string(), "-0.0001");
+        assert_eq!(back[0].net.to_string(), "99999999999999.9999");
+        assert_eq!(back[2].payment_fees.to_string(), "0.7500");
+        assert_eq!(back[2].net.to_string(), "-0.7501");
 
         let site = HealthRow {
             window_start: ts("2026-01-05T08:00:00Z"),
@@ -1200,6 +1679,116 @@ mod tests {
         resumed.flush().expect("resumed flush");
         assert_eq!(read_sessions(&dir).expect("read").len(), 2);
         assert!(tree(&dir).iter().all(|n| !n.contains(".tmp")));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn charging_periods_round_trip_in_their_sessions_partition() {
+        let dir = scratch("periods-rt");
+        // Ends just after midnight UTC: its first period starts the day before, yet all its
+        // periods go with the session into date=2026-01-06.
+        let a = session("CP-1", "2026-01-06T00:10:00Z", "1", "1", "0", "1");
+        let mut b = session("CP-2", "2026-01-05T12:00:00Z", "tx-2", "2", "0", "2");
+        b.connector_id = 3;
+        b.periods.push(PeriodRecord {
+            start_time: ts("2026-01-05T11:59:00Z"),
+            energy_wh: 0,
+            charging_ms: 0,
+            parking_ms: 60_000,
+            max_power_w: Some(0.0),
+        });
+        let mut c = session("CP-3", "2026-01-05T13:00:00Z", "3", "3", "0", "3");
+        c.periods.clear();
+        assert_eq!(period_rows(&c).count(), 0);
+
+        let a_rows: Vec<ChargingPeriodRow> = period_rows(&a).collect();
+        assert_eq!(
+            a_rows,
+            [
+                ChargingPeriodRow {
+                    charge_point_id: Arc::from("CP-1"),
+                    connector_id: 1,
+                    transaction_id: "1".to_string(),
+                    session_end_time: ts("2026-01-06T00:10:00Z"),
+                    period: 0,
+                    start_time: ts("2026-01-05T23:10:00Z"),
+                    energy_wh: 10_000,
+                    charging_ms: 2_400_000,
+                    parking_ms: 0,
+                    max_power_w: Some(22_080.5),
+                },
+                ChargingPeriodRow {
+                    charge_point_id: Arc::from("CP-1"),
+                    connector_id: 1,
+                    transaction_id: "1".to_string(),
+                    session_end_time: ts("2026-01-06T00:10:00Z"),
+                    period: 1,
+                    start_time: ts("2026-01-05T23:50:00Z"),
+                    energy_wh: 2_345,
+                    charging_ms: 600_000,
+                    parking_ms: 600_000,
+                    max_power_w: None,
+                },
+            ]
+        );
+
+        let mut rows: Vec<ChargingPeriodRow> =
+            [&a, &b, &c].into_iter().flat_map(period_rows).collect();
+        assert_eq!(rows.len(), 5);
+        let mut sessions = sessions_writer(&dir);
+        let mut periods = charging_periods_writer(&dir);
+        for s in [&c, &b, &a] {
+            sessions.push(s.clone());
+        }
+        for r in rows.iter().rev() {
+            periods.push(r.clone());
+        }
+        sessions.flush().expect("flush sessions");
+        let stats = periods.flush().expect("flush periods");
+        assert_eq!(stats.rows, 5);
+        assert_eq!(
+            tree(&dir),
+            vec![
+                "charging_periods/date=2026-01-05/part-000000.parquet",
+                "charging_periods/date=2026-01-06/part-000000.parquet",
+                "sessions/date=2026-01-05/part-000000.parquet",
+                "sessions/date=2026-01-06/part-000000.parquet",
+            ]
+        );
+
+        rows.sort_by(ChargingPeriodRow::sort_cmp);
+        let back = read_charging_periods(&dir).expect("read periods");
+        assert_eq!(back, rows);
+        let keys: Vec<(&str, u32)> = back
+            .iter()
+            .map(|r| (r.transaction_id.as_str(), r.period))
+            .collect();
+        assert_eq!(
+            keys,
+            [("tx-2", 0), ("tx-2", 1), ("tx-2", 2), ("1", 0), ("1", 1)]
+        );
+        assert_eq!(back[1].max_power_w, None);
+        assert_eq!(back[2].max_power_w, Some(0.0));
+        assert_eq!(back[2].connector_id, 3);
+        let schema = ChargingPeriodRow::schema();
+        assert!(schema
+            .field_with_name("max_power_w")
+            .expect("max_power_w")
+            .is_nullable());
+        assert_eq!(
+            schema.fields().iter().filter(|f| f.is_nullable()).count(),
+            1
+        );
+
+        // Buffered rows are saved in commit snapshots with bincode.
+        let bytes = bincode::serialize(&periods.state()).expect("serialize");
+        let (seq, restored): (u64, Vec<ChargingPeriodRow>) =
+            bincode::deserialize(&bytes).expect("deserialize");
+        assert_eq!((seq, restored.as_slice()), (1, &[][..]));
+        let bytes = bincode::serialize(&rows).expect("serialize rows");
+        let restored: Vec<ChargingPeriodRow> =
+            bincode::deserialize(&bytes).expect("deserialize rows");
+        assert_eq!(restored, rows);
         let _ = fs::remove_dir_all(&dir);
     }
 

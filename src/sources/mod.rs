@@ -12,6 +12,7 @@
 
 pub mod file;
 pub mod kafka;
+pub mod payments;
 pub mod simulator;
 pub mod stdin;
 

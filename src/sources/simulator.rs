@@ -213,6 +213,11 @@ const FAULT_CODES: [&str; 5] = [
     "InternalError",
 ];
 
+/// The simulated fleet's subscription plan: 25 kWh a month included, 9.99 EUR.
+pub const SUBSCRIPTION_PLAN: &str = "flex-25";
+/// The simulated sites' time zone (OCPI tariffs' times of day are local).
+pub const SITE_TIME_ZONE: &str = "Europe/Berlin";
+
 struct Driver {
     id_tag: String,
     payment_method: &'static str,
@@ -584,19 +589,53 @@ impl Fleet {
                 tariff_id: Some(if c.model.dc { "dc_fast" } else { "ac_standard" }.to_string()),
                 max_power_w: Some(c.model.power_w),
                 connectors: Some(c.connectors),
+                connector_tariffs: Default::default(),
                 ocpp_version: None,
             })
             .collect();
+        // Subscribers share accounts in pairs (a household, a company's two cars), so an
+        // account's monthly allowance is consumed by two drivers' sessions in time order.
+        let mut subscribers = 0;
         let tokens = self
             .drivers
             .iter()
             .filter(|d| d.known)
-            .map(|d| Token {
-                id_tag: d.id_tag.clone(),
-                payment_method: d.payment_method.to_string(),
+            .map(|d| {
+                let subscriber = d.payment_method == "subscription";
+                let account = subscriber.then(|| {
+                    subscribers += 1;
+                    format!("ACC-{:03}", (subscribers + 1) / 2)
+                });
+                Token {
+                    id_tag: d.id_tag.clone(),
+                    payment_method: d.payment_method.to_string(),
+                    account,
+                    plan: subscriber.then(|| SUBSCRIPTION_PLAN.to_string()),
+                }
             })
             .collect();
-        Registry { stations, tokens }
+        let sites = self
+            .sites
+            .iter()
+            .map(|s| crate::config::Site {
+                site_id: s.clone(),
+                tariff_id: None,
+                time_zone: Some(SITE_TIME_ZONE.to_string()),
+            })
+            .collect();
+        let plans = vec![crate::config::Plan {
+            id: SUBSCRIPTION_PLAN.to_string(),
+            currency: "EUR".to_string(),
+            monthly_fee: crate::config::Dec(rust_decimal::Decimal::new(999, 2)),
+            included_kwh: crate::config::Dec(rust_decimal::Decimal::new(25, 0)),
+            tariff_id: None,
+        }];
+        Registry {
+            sites,
+            stations,
+            tokens,
+            plans,
+        }
     }
 
     /// Ground truth of the injected faults, ordered by start.

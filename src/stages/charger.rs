@@ -23,11 +23,10 @@ use super::sessions::OpenSession;
 use super::{Reference, StageConfig, StationRef};
 use crate::config::MaintenanceWindow;
 use crate::model::{
-    AnomalyKind, Audience, ConnectorStatus, ErrorCode, Event, EventKind, MessageId, Millis,
-    NotificationKind, Output, SessionRecord, Severity, TransactionId,
+    AnomalyKind, Audience, AuditFacts, ConnectorStatus, CostPair, ErrorCode, Event, EventKind,
+    MessageId, Millis, NotificationKind, Output, SessionRecord, Severity, TransactionId,
 };
 use crate::ocpp::v16::TRANSACTION_CONNECTOR;
-use crate::tariff::price_session;
 
 /// Stop reason of a session ended by a new transaction on the same connector.
 pub const SUPERSEDED: &str = "Superseded";
@@ -397,6 +396,18 @@ impl ChargerStages {
                     st.health.error_reported(c);
                 }
                 let cs = connector(&mut st.connectors, c);
+                // Charging or not, for the charging periods. `Occupied` (2.0.1: plugged in)
+                // and the rest say nothing about it.
+                let charging = match status {
+                    ConnectorStatus::Charging => Some(true),
+                    ConnectorStatus::SuspendedEV
+                    | ConnectorStatus::SuspendedEVSE
+                    | ConnectorStatus::Finishing => Some(false),
+                    _ => None,
+                };
+                if let (Some(session), Some(charging)) = (cs.session.as_mut(), charging) {
+                    session.on_status(t, charging);
+                }
                 // Error codes that name a supply or temperature problem open those anomalies;
                 // a later NoError status resolves what they opened.
                 let by_code = match error_code.as_str() {
@@ -504,6 +515,7 @@ impl ChargerStages {
                 };
                 st.health.connector(c);
                 let max_power = st.station.max_power_w;
+                let tariff = st.station.tariff_for(c).clone();
                 let cs = connector(&mut st.connectors, c);
                 // Samples are judged at their own time: a backlog delivered late (a charger
                 // that was offline, transactionData) keeps its spacing.
@@ -529,6 +541,7 @@ impl ChargerStages {
                     }
                     if let Some(p) = sample.power_w {
                         s.peak_power_w = s.peak_power_w.max(p);
+                        s.on_power(at, p, &tariff.power_bounds_w);
                     }
                     if let Some(soc) = sample.soc_pct {
                         s.observe_soc(t, soc);
@@ -852,14 +865,29 @@ fn close_session(
     out: &mut Vec<Output>,
 ) {
     connector(&mut st.connectors, c).no_power_since = None;
+    let readings_before_stop = s.register_readings;
+    let samples_wh = s.sample_energy_wh.round() as i64;
     let (energy_wh, energy_source) = s.final_energy(end, meter_stop_wh, st.station.max_power_w);
-    let tariff = &st.station.tariff;
+    let token = reference.token(s.id_tag.as_deref().unwrap_or(""));
+    // The plan's own tariff, else the connector's, else the station's (site's, default).
+    let tariff = token
+        .plan
+        .as_ref()
+        .and_then(|p| p.tariff.clone())
+        .unwrap_or_else(|| st.station.tariff_for(c).clone());
+    let periods = s.finish_periods(end, energy_wh);
     // A transaction replaced before it delivered anything (a start the charger retried with
     // a new transaction id) is recorded but not billed, not even its session fee.
-    let price = if energy_wh == 0 && reason.as_ref() == SUPERSEDED {
-        price_session(&crate::tariff::Tariff::free(&tariff.id), 0)
+    let billed = !(energy_wh == 0 && reason.as_ref() == SUPERSEDED);
+    let priced = if billed {
+        price(&tariff, &st.station, s.start_time, end, &periods)
     } else {
-        price_session(tariff, energy_wh)
+        None
+    };
+    let costs = priced.as_ref().map(|p| p.costs).unwrap_or_default();
+    let pair = |a: crate::tariff::ocpi::Amount| CostPair {
+        excl_vat: a.excl_vat,
+        incl_vat: a.incl_vat,
     };
     st.health.connector(c).session_ended(energy_wh, reason);
     let subject = Subject {
@@ -874,6 +902,9 @@ fn close_session(
         json!({"stopped": reason.as_ref()}),
         out,
     );
+    let (charging_ms, parking_ms) = periods
+        .iter()
+        .fold((0, 0), |(c, p), x| (c + x.charging_ms, p + x.parking_ms));
     out.push(Output::Session(SessionRecord {
         charge_point_id: st.id.clone(),
         connector_id: c,
@@ -882,10 +913,7 @@ fn close_session(
             || format!("unconfirmed-{}", s.message_id.0),
             |t| t.to_string(),
         ),
-        payment_method: s.id_tag.as_deref().map_or_else(
-            || reference.payment_method(""),
-            |t| reference.payment_method(t),
-        ),
+        payment_method: token.payment_method.clone(),
         id_tag: s.id_tag.unwrap_or_else(|| Arc::from(UNKNOWN_DRIVER)),
         start_time: s.start_time,
         end_time: end,
@@ -894,11 +922,70 @@ fn close_session(
         stop_reason: reason.clone(),
         tariff_id: tariff.id.clone(),
         currency: tariff.currency.clone(),
-        total_excl_vat: price.total_excl_vat,
-        vat: price.vat,
-        total_incl_vat: price.total_incl_vat,
+        total_excl_vat: costs.total.excl_vat,
+        vat: costs.total.incl_vat - costs.total.excl_vat,
+        total_incl_vat: costs.total.incl_vat,
         late: ev.event_time < st.now,
+        account: token.account.clone(),
+        plan_id: token.plan.as_ref().map(|p| p.id.clone()),
+        charging_ms,
+        parking_ms,
+        energy_cost: pair(costs.energy),
+        time_cost: pair(costs.time),
+        parking_cost: pair(costs.parking),
+        fixed_cost: pair(costs.fixed),
+        included_energy_wh: 0,
+        discount: CostPair::default(),
+        payment_fee: rust_decimal::Decimal::ZERO,
+        net: costs.total.excl_vat,
+        periods,
+        audit: AuditFacts {
+            register_wh: s.meter_start_wh.zip(meter_stop_wh).map(|(a, b)| b - a),
+            samples_wh: (readings_before_stop > 0).then_some(samples_wh),
+            time_zone: Some(Arc::from(st.station.time_zone.name())),
+        },
     }));
+}
+
+/// Prices a session's periods with its tariff, in its site's time zone. `None` (logged) if
+/// the tariff cannot price it.
+fn price(
+    tariff: &crate::stages::TariffRef,
+    station: &StationRef,
+    start: Millis,
+    end: Millis,
+    periods: &[crate::model::PeriodRecord],
+) -> Option<crate::tariff::ocpi::PricedCdr> {
+    use crate::tariff::ocpi;
+    use rust_decimal::prelude::FromPrimitive;
+    use rust_decimal::Decimal;
+    let session = ocpi::Session {
+        start,
+        end: end.max(start),
+        time_zone: station.time_zone,
+        periods: periods
+            .iter()
+            .map(|p| ocpi::ChargingPeriod {
+                start: p.start_time,
+                energy_kwh: Decimal::new(p.energy_wh, 3),
+                charging_secs: Decimal::new(p.charging_ms, 3),
+                parking_secs: Decimal::new(p.parking_ms, 3),
+                reservation_secs: Decimal::ZERO,
+                max_power_kw: p
+                    .max_power_w
+                    .and_then(|w| Decimal::from_f64(w / 1000.0))
+                    .map(|kw| kw.round_dp(3)),
+                max_current_a: None,
+            })
+            .collect(),
+    };
+    match ocpi::price_periods(&tariff.tariff, &session) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("tariff {}: cannot price a session: {e}", tariff.id);
+            None
+        }
+    }
 }
 
 /// Fires a charger's timers due at or before `now`, in time order.

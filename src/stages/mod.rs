@@ -7,8 +7,10 @@
 //! `dataflow` calls these functions from its operators and hands the records to the sinks.
 
 pub mod anomalies;
+pub mod billing;
 pub mod charger;
 pub mod health;
+pub mod leakage;
 pub mod notifications;
 pub mod revenue;
 pub mod sessions;
@@ -18,19 +20,43 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::config::{
-    AnomalyConfig, DataflowConfig, MaintenanceWindow, NotificationConfig, Registry,
+    AnomalyConfig, ConfigError, DataflowConfig, MaintenanceWindow, NotificationConfig, Registry,
 };
 use crate::model::Millis;
-use crate::tariff::Tariff;
+use crate::tariff::ocpi::{self, Tz};
 
 /// Reference data, shared read-only by all workers.
 #[derive(Debug)]
 pub struct Reference {
     stations: FxHashMap<String, StationRef>,
-    tokens: FxHashMap<String, Arc<str>>,
+    tokens: FxHashMap<String, TokenRef>,
     pub default_station: StationRef,
     pub maintenance: Vec<MaintenanceWindow>,
     ad_hoc: Arc<str>,
+    plans: FxHashMap<String, Arc<PlanRef>>,
+    /// Payment fees by method: (percent, fixed).
+    fees: FxHashMap<String, (rust_decimal::Decimal, rust_decimal::Decimal)>,
+}
+
+/// A tariff as the stages use it.
+#[derive(Debug)]
+pub struct TariffRef {
+    pub id: Arc<str>,
+    pub currency: Arc<str>,
+    pub tariff: ocpi::Tariff,
+    /// Where a new charging period must start (`tariff::power_bounds_w`).
+    pub power_bounds_w: Vec<f64>,
+}
+
+impl TariffRef {
+    fn new(tariff: ocpi::Tariff) -> Arc<TariffRef> {
+        Arc::new(TariffRef {
+            id: Arc::from(tariff.id.as_str()),
+            currency: Arc::from(tariff.currency.as_str()),
+            power_bounds_w: crate::tariff::power_bounds_w(&tariff),
+            tariff,
+        })
+    }
 }
 
 /// What the stages need to know about a charger. A charger missing from the registry gets
@@ -38,7 +64,10 @@ pub struct Reference {
 #[derive(Debug, Clone)]
 pub struct StationRef {
     pub site_id: Arc<str>,
-    pub tariff: Arc<Tariff>,
+    /// Connector tariff, else station tariff, else site tariff, else the default.
+    pub tariff: Arc<TariffRef>,
+    pub connector_tariffs: Vec<(u32, Arc<TariffRef>)>,
+    pub time_zone: Tz,
     pub max_power_w: f64,
 }
 
@@ -47,74 +76,177 @@ impl StationRef {
     pub fn unbound() -> StationRef {
         StationRef {
             site_id: Arc::from(""),
-            tariff: Arc::new(Tariff::free("")),
+            tariff: TariffRef::new(crate::tariff::free("")),
+            connector_tariffs: Vec::new(),
+            time_zone: chrono_tz::UTC,
             max_power_w: 0.0,
         }
     }
+
+    pub fn tariff_for(&self, connector_id: u32) -> &Arc<TariffRef> {
+        self.connector_tariffs
+            .iter()
+            .find(|(c, _)| *c == connector_id)
+            .map_or(&self.tariff, |(_, t)| t)
+    }
+}
+
+/// What a token (id tag) says about billing.
+#[derive(Debug, Clone)]
+pub struct TokenRef {
+    pub payment_method: Arc<str>,
+    pub account: Arc<str>,
+    pub plan: Option<Arc<PlanRef>>,
+}
+
+/// A subscription plan.
+#[derive(Debug)]
+pub struct PlanRef {
+    pub id: Arc<str>,
+    pub currency: Arc<str>,
+    /// Energy included per account and calendar month (UTC), Wh.
+    pub included_wh: i64,
+    /// The plan's own tariff, over the station's.
+    pub tariff: Option<Arc<TariffRef>>,
 }
 
 impl Reference {
-    pub fn new(cfg: &DataflowConfig, registry: &Registry) -> Reference {
-        let tariffs: FxHashMap<String, Arc<Tariff>> = cfg
+    /// `ocpi_tariffs`: those of `revenue.ocpi_tariffs` (they win over `[[tariffs]]` of the
+    /// same id).
+    pub fn new(
+        cfg: &DataflowConfig,
+        registry: &Registry,
+        ocpi_tariffs: Vec<ocpi::Tariff>,
+    ) -> Result<Reference, ConfigError> {
+        let mut tariffs: FxHashMap<String, Arc<TariffRef>> = cfg
             .tariffs
             .iter()
-            .map(|t| (t.id.clone(), Arc::new(Tariff::from(t))))
+            .map(|t| (t.id.clone(), TariffRef::new(crate::tariff::from_simple(t))))
             .collect();
+        for t in ocpi_tariffs {
+            tariffs.insert(t.id.clone(), TariffRef::new(t));
+        }
         let default_tariff = tariffs
             .get(&cfg.registry.default_tariff)
             .cloned()
-            .unwrap_or_else(|| Arc::new(Tariff::free(&cfg.registry.default_tariff)));
+            .unwrap_or_else(|| TariffRef::new(crate::tariff::free(&cfg.registry.default_tariff)));
+        let zone = |name: &str| {
+            ocpi::parse_time_zone(name)
+                .map_err(|e| ConfigError::Invalid(format!("time zone {name:?}: {e}")))
+        };
+        let default_zone = zone(&cfg.registry.default_time_zone)?;
+        let mut unknown: Vec<String> = Vec::new();
+        let mut lookup = |id: Option<&String>| -> Option<Arc<TariffRef>> {
+            let id = id?;
+            let t = tariffs.get(id).cloned();
+            if t.is_none() {
+                unknown.push(id.clone());
+            }
+            t
+        };
+        let mut sites: FxHashMap<&str, (Option<Arc<TariffRef>>, Tz)> = FxHashMap::default();
+        for site in &registry.sites {
+            let tz = match &site.time_zone {
+                Some(z) => zone(z)?,
+                None => default_zone,
+            };
+            sites.insert(&site.site_id, (lookup(site.tariff_id.as_ref()), tz));
+        }
         let default_station = StationRef {
             site_id: Arc::from(cfg.registry.default_site.as_str()),
             tariff: default_tariff.clone(),
+            connector_tariffs: Vec::new(),
+            time_zone: default_zone,
             max_power_w: cfg.anomalies.default_max_power_w,
         };
-        let unknown: Vec<&str> = registry
-            .stations
+        let mut stations = FxHashMap::default();
+        for s in &registry.stations {
+            let (site_tariff, tz) = sites
+                .get(s.site_id.as_str())
+                .cloned()
+                .unwrap_or((None, default_zone));
+            let tariff = lookup(s.tariff_id.as_ref())
+                .or(site_tariff)
+                .unwrap_or_else(|| default_tariff.clone());
+            let connector_tariffs = s
+                .connector_tariffs
+                .iter()
+                .filter_map(|(c, id)| Some((*c, lookup(Some(id))?)))
+                .collect();
+            stations.insert(
+                s.charge_point_id.clone(),
+                StationRef {
+                    site_id: Arc::from(s.site_id.as_str()),
+                    tariff,
+                    connector_tariffs,
+                    time_zone: tz,
+                    max_power_w: s.max_power_w.unwrap_or(cfg.anomalies.default_max_power_w),
+                },
+            );
+        }
+        let plans: FxHashMap<String, Arc<PlanRef>> = registry
+            .plans
             .iter()
-            .filter_map(|s| s.tariff_id.as_deref())
-            .filter(|t| !tariffs.contains_key(*t))
+            .map(|p| {
+                let wh = (p.included_kwh.0 * rust_decimal::Decimal::from(1000))
+                    .round()
+                    .try_into()
+                    .unwrap_or(i64::MAX);
+                let plan = Arc::new(PlanRef {
+                    id: Arc::from(p.id.as_str()),
+                    currency: Arc::from(p.currency.as_str()),
+                    included_wh: wh,
+                    tariff: lookup(p.tariff_id.as_ref()),
+                });
+                (p.id.clone(), plan)
+            })
             .collect();
+        let mut tokens = FxHashMap::default();
+        for t in &registry.tokens {
+            let plan = match &t.plan {
+                Some(id) => Some(plans.get(id).cloned().ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "token {:?}: no plan {id:?} in the registry",
+                        t.id_tag
+                    ))
+                })?),
+                None => None,
+            };
+            tokens.insert(
+                t.id_tag.clone(),
+                TokenRef {
+                    payment_method: Arc::from(t.payment_method.as_str()),
+                    account: Arc::from(t.account.as_deref().unwrap_or(&t.id_tag)),
+                    plan,
+                },
+            );
+        }
         if !unknown.is_empty() {
+            unknown.sort();
+            unknown.dedup();
             tracing::warn!(
-                "{} station(s) name a tariff the dataflow does not define (e.g. {:?}); they use the default tariff {:?}",
+                "the registry names {} tariff(s) the dataflow does not define ({:?}); they use \
+                 the default tariff {:?}",
                 unknown.len(),
-                unknown[0],
+                unknown,
                 cfg.registry.default_tariff
             );
         }
-        let stations = registry
-            .stations
+        let fees = cfg
+            .revenue
+            .fees
             .iter()
-            .map(|s| {
-                let tariff = s
-                    .tariff_id
-                    .as_ref()
-                    .and_then(|id| tariffs.get(id))
-                    .cloned()
-                    .unwrap_or_else(|| default_tariff.clone());
-                (
-                    s.charge_point_id.clone(),
-                    StationRef {
-                        site_id: Arc::from(s.site_id.as_str()),
-                        tariff,
-                        max_power_w: s.max_power_w.unwrap_or(cfg.anomalies.default_max_power_w),
-                    },
-                )
-            })
+            .map(|(m, f)| (m.clone(), (f.percent.0, f.fixed.0)))
             .collect();
-        let tokens = registry
-            .tokens
-            .iter()
-            .map(|t| (t.id_tag.clone(), Arc::from(t.payment_method.as_str())))
-            .collect();
-        Reference {
+        Ok(Reference {
             stations,
             tokens,
             default_station,
             maintenance: cfg.maintenance.clone(),
             ad_hoc: Arc::from("ad_hoc"),
-        }
+            plans,
+            fees,
+        })
     }
 
     pub fn station(&self, charge_point_id: &str) -> StationRef {
@@ -124,12 +256,25 @@ impl Reference {
             .unwrap_or_else(|| self.default_station.clone())
     }
 
-    /// Payment method of a token; unknown tokens pay ad hoc.
-    pub fn payment_method(&self, id_tag: &str) -> Arc<str> {
+    /// Billing facts of a token; unknown tokens pay ad hoc, on an account of their own.
+    pub fn token(&self, id_tag: &str) -> TokenRef {
         self.tokens
             .get(id_tag)
             .cloned()
-            .unwrap_or_else(|| self.ad_hoc.clone())
+            .unwrap_or_else(|| TokenRef {
+                payment_method: self.ad_hoc.clone(),
+                account: Arc::from(id_tag),
+                plan: None,
+            })
+    }
+
+    pub fn plan(&self, id: &str) -> Option<&Arc<PlanRef>> {
+        self.plans.get(id)
+    }
+
+    /// A payment method's fee: (percent, fixed); none configured: no fee.
+    pub fn fee(&self, payment_method: &str) -> (rust_decimal::Decimal, rust_decimal::Decimal) {
+        self.fees.get(payment_method).copied().unwrap_or_default()
     }
 
     /// Maintenance windows that apply to a charger.

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use crate::model::{Millis, Money, RevenueRow, SessionRecord};
 use crate::time::window_start;
 
-type Key = (Millis, Arc<str>, Arc<str>, Arc<str>);
+/// (window start, site, charger, payment method, tariff, currency).
+type Key = (Millis, Arc<str>, Arc<str>, Arc<str>, Arc<str>, Arc<str>);
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Acc {
@@ -28,6 +29,10 @@ struct Acc {
     vat: Money,
     #[serde(with = "rust_decimal::serde::str")]
     incl: Money,
+    #[serde(with = "rust_decimal::serde::str")]
+    fees: Money,
+    #[serde(with = "rust_decimal::serde::str")]
+    net: Money,
     /// `None` until first written.
     revision: Option<i32>,
 }
@@ -53,13 +58,17 @@ impl RevenueWindows {
             window_start: k.0,
             window_end: k.0 + self.width,
             site_id: k.1.clone(),
-            payment_method: k.2.clone(),
-            currency: k.3.clone(),
+            charge_point_id: k.2.clone(),
+            payment_method: k.3.clone(),
+            tariff_id: k.4.clone(),
+            currency: k.5.clone(),
             sessions: a.sessions,
             energy_wh: a.energy_wh,
             total_excl_vat: a.excl,
             vat: a.vat,
             total_incl_vat: a.incl,
+            payment_fees: a.fees,
+            net: a.net,
             revision,
         }
     }
@@ -69,7 +78,9 @@ impl RevenueWindows {
         let k: Key = (
             window_start(s.end_time, self.width),
             s.site_id.clone(),
+            s.charge_point_id.clone(),
             s.payment_method.clone(),
+            s.tariff_id.clone(),
             s.currency.clone(),
         );
         let a = self.windows.entry(k.clone()).or_default();
@@ -78,6 +89,8 @@ impl RevenueWindows {
         a.excl += s.total_excl_vat;
         a.vat += s.vat;
         a.incl += s.total_incl_vat;
+        a.fees += s.payment_fee;
+        a.net += s.net;
         let written = a.revision.is_some() || k.0 + self.width <= self.watermark;
         if written {
             let rev = a.revision.map_or(0, |r| r + 1);
@@ -138,7 +151,7 @@ impl RevenueWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::EnergySource;
+    use crate::model::{CostPair, EnergySource};
     use rust_decimal::Decimal;
 
     fn session(end: Millis, excl: i64) -> SessionRecord {
@@ -160,6 +173,20 @@ mod tests {
             vat: Decimal::ZERO,
             total_incl_vat: Decimal::new(excl, 2),
             late: false,
+            account: "T".into(),
+            plan_id: None,
+            charging_ms: 1000,
+            parking_ms: 0,
+            energy_cost: CostPair::default(),
+            time_cost: CostPair::default(),
+            parking_cost: CostPair::default(),
+            fixed_cost: CostPair::default(),
+            included_energy_wh: 0,
+            discount: CostPair::default(),
+            payment_fee: Decimal::new(excl / 10, 2),
+            net: Decimal::new(excl - excl / 10, 2),
+            periods: vec![],
+            audit: Default::default(),
         }
     }
 
@@ -175,6 +202,11 @@ mod tests {
         assert_eq!(
             (rows[0].sessions, rows[0].total_excl_vat, rows[0].revision),
             (2, Decimal::new(400, 2), 0)
+        );
+        // fees and net add up like the totals: 0.15 + 0.25
+        assert_eq!(
+            (rows[0].payment_fees, rows[0].net),
+            (Decimal::new(40, 2), Decimal::new(360, 2))
         );
         // a late session for the closed window: revision 1 with the full new totals
         let r = w.add(&session(5_000, 100)).unwrap();

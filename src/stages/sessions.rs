@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use crate::model::{EnergySource, MessageId, Millis, TransactionId};
+use crate::model::{EnergySource, MessageId, Millis, PeriodRecord, TransactionId};
 use crate::stages::anomalies::{check_register, max_plausible_wh, RegisterCheck};
 
 /// An open session on a connector.
@@ -31,11 +31,43 @@ pub struct OpenSession {
     /// Sum of plausible increments so far, Wh.
     pub sample_energy_wh: f64,
     pub saw_meter_error: bool,
+    /// Register readings folded in (besides the start register).
+    pub register_readings: u32,
     pub peak_power_w: f64,
     /// Last SoC reading, for the time-to-full estimate.
     pub last_soc: Option<(Millis, f32)>,
     pub soc_rate_per_ms: Option<f64>,
     pub almost_complete_sent: bool,
+    /// Charging periods so far (the last one open).
+    periods: Vec<PeriodAcc>,
+    /// Charging (else connected but not charging), since `state_since`.
+    charging: bool,
+    state_since: Millis,
+    /// Which of the tariff's power bounds the power is between.
+    power_bucket: usize,
+}
+
+/// A charging period being accumulated.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct PeriodAcc {
+    start: Millis,
+    /// Plausible register increments in the period, Wh.
+    energy_wh: f64,
+    charging_ms: i64,
+    parking_ms: i64,
+    max_power_w: Option<f64>,
+}
+
+impl PeriodAcc {
+    fn new(start: Millis) -> Self {
+        PeriodAcc {
+            start,
+            energy_wh: 0.0,
+            charging_ms: 0,
+            parking_ms: 0,
+            max_power_w: None,
+        }
+    }
 }
 
 impl OpenSession {
@@ -54,11 +86,101 @@ impl OpenSession {
             last_register: meter_start_wh.map(|m| (start_time, m as f64)),
             sample_energy_wh: 0.0,
             saw_meter_error: false,
+            register_readings: 0,
             peak_power_w: 0.0,
             last_soc: None,
             soc_rate_per_ms: None,
             almost_complete_sent: false,
+            periods: vec![PeriodAcc::new(start_time)],
+            charging: true,
+            state_since: start_time,
+            power_bucket: 0,
         }
+    }
+
+    /// Adds the time since the last change to the current period's charging or parking time.
+    fn accrue(&mut self, at: Millis) {
+        if at <= self.state_since {
+            return;
+        }
+        let dt = at - self.state_since;
+        if let Some(p) = self.periods.last_mut() {
+            if self.charging {
+                p.charging_ms += dt;
+            } else {
+                p.parking_ms += dt;
+            }
+        }
+        self.state_since = at;
+    }
+
+    /// Starts a new period at `at` (a period that has not started yet is reused).
+    fn split(&mut self, at: Millis) {
+        self.accrue(at);
+        if self.periods.last().is_some_and(|p| at > p.start) {
+            self.periods.push(PeriodAcc::new(at));
+        }
+    }
+
+    /// The connector's status changed: charging (`Charging`) or not (suspended, finishing…).
+    pub fn on_status(&mut self, at: Millis, charging: bool) {
+        if charging != self.charging && at >= self.state_since {
+            self.split(at);
+            self.charging = charging;
+        }
+    }
+
+    /// A power sample: a new period starts where the power crosses one of the tariff's
+    /// bounds (`power_bounds_w`, sorted), so a power restriction prices whole periods.
+    pub fn on_power(&mut self, at: Millis, power_w: f64, power_bounds_w: &[f64]) {
+        if at < self.state_since {
+            return; // a late sample: its period is closed
+        }
+        let bucket = power_bounds_w.partition_point(|b| *b <= power_w);
+        if bucket != self.power_bucket {
+            self.split(at);
+            self.power_bucket = bucket;
+        }
+        if let Some(p) = self.periods.last_mut() {
+            p.max_power_w = Some(p.max_power_w.map_or(power_w, |m| m.max(power_w)));
+        }
+    }
+
+    /// Closes the periods at `end`, sharing `energy_wh` (the session's energy) out in whole
+    /// Wh in proportion to the meter increments seen in each (all to the last period when
+    /// there were none), so that they add up to it exactly.
+    pub fn finish_periods(&mut self, end: Millis, energy_wh: i64) -> Vec<PeriodRecord> {
+        self.accrue(end);
+        let total = energy_wh.max(0);
+        let seen: Vec<i64> = self
+            .periods
+            .iter()
+            .map(|p| p.energy_wh.max(0.0).round() as i64)
+            .collect();
+        let sum: i64 = seen.iter().sum();
+        let mut shares: Vec<i64> = if sum <= total {
+            seen
+        } else {
+            // More seen than billed (registers won over samples): scale down, in integers.
+            seen.iter()
+                .map(|e| ((*e as i128 * total as i128) / sum as i128) as i64)
+                .collect()
+        };
+        let assigned: i64 = shares.iter().sum();
+        if let Some(last) = shares.last_mut() {
+            *last += total - assigned;
+        }
+        self.periods
+            .iter()
+            .zip(shares)
+            .map(|(p, energy_wh)| PeriodRecord {
+                start_time: p.start,
+                energy_wh,
+                charging_ms: p.charging_ms,
+                parking_ms: p.parking_ms,
+                max_power_w: p.max_power_w,
+            })
+            .collect()
     }
 
     /// Folds a register reading into the sample-based energy.
@@ -67,8 +189,14 @@ impl OpenSession {
             // Older than the last reading (delivered late): only the register rule can use it.
             return;
         }
+        self.register_readings += 1;
         match check_register(self.last_register, at, wh, max_power_w) {
-            RegisterCheck::Ok(d) => self.sample_energy_wh += d,
+            RegisterCheck::Ok(d) => {
+                self.sample_energy_wh += d;
+                if let Some(p) = self.periods.last_mut() {
+                    p.energy_wh += d;
+                }
+            }
             RegisterCheck::Backwards(_) | RegisterCheck::Jump(_) => self.saw_meter_error = true,
             RegisterCheck::First => {}
         }
@@ -150,6 +278,47 @@ mod tests {
             s.final_energy(180_000, None, 11_000.0),
             (150, EnergySource::Samples)
         );
+    }
+
+    #[test]
+    fn periods_split_at_status_and_power_bounds_and_add_up() {
+        let bounds = [22_000.0];
+        let mut s = OpenSession::new(MessageId(1), None, 0, Some(0));
+        s.on_power(0, 50_000.0, &bounds); // above 22 kW from the start
+        s.observe_register(600_000, 8_000.0, 150_000.0);
+        s.on_power(600_000, 11_000.0, &bounds); // below: a new period
+        s.observe_register(1_200_000, 9_900.0, 150_000.0);
+        s.on_status(1_200_000, false); // suspended: parking, a new period
+        s.on_power(1_300_000, 0.0, &bounds); // same bucket: no split
+        let periods = s.finish_periods(1_800_000, 10_000);
+        let got: Vec<(i64, i64, i64, i64)> = periods
+            .iter()
+            .map(|p| (p.start_time, p.energy_wh, p.charging_ms, p.parking_ms))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 8_000, 600_000, 0),
+                (600_000, 1_900, 600_000, 0),
+                // the 100 Wh no sample accounted for go to the last period
+                (1_200_000, 100, 0, 600_000),
+            ]
+        );
+        assert_eq!(periods[0].max_power_w, Some(50_000.0));
+        assert_eq!(periods[2].max_power_w, Some(0.0));
+    }
+
+    #[test]
+    fn periods_scale_down_to_the_billed_energy() {
+        let mut s = OpenSession::new(MessageId(1), None, 0, Some(0));
+        s.observe_register(60_000, 600.0, 150_000.0);
+        s.on_status(60_000, false);
+        s.on_status(120_000, true);
+        s.observe_register(180_000, 1_200.0, 150_000.0);
+        let periods = s.finish_periods(180_000, 1_000);
+        let energy: Vec<i64> = periods.iter().map(|p| p.energy_wh).collect();
+        assert_eq!(energy.iter().sum::<i64>(), 1_000);
+        assert_eq!(energy, vec![500, 0, 500]);
     }
 
     #[test]

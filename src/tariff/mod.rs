@@ -1,73 +1,98 @@
 //! Session pricing with exact decimals.
 //!
-//! Owns: tariffs and the rounding rules. Pure: no I/O, no dataflow state.
+//! Owns: the tariff model the pipeline prices with, and the rounding rules. Pure: no I/O,
+//! no dataflow state.
 //!
-//! Rounding rules (the one place they are written down):
-//! 1. Energy is billed in whole Wh: `energy_kwh = energy_wh / 1000`, exact.
-//! 2. `total_excl_vat = energy_kwh × energy_per_kwh + session_fee`, computed exactly and then
-//!    rounded once to the currency's minor unit (2 decimals for EUR, USD, GBP…, 0 for JPY,
-//!    KRW…, 3 for BHD, KWD…) half away from zero (commercial rounding).
-//! 3. `vat = total_excl_vat × vat_pct / 100`, rounded the same way.
-//! 4. `total_incl_vat = total_excl_vat + vat` (exact: both are already rounded).
+//! Every tariff is an OCPI 2.2.1 Tariff ([`ocpi`]): those loaded from `revenue.ocpi_tariffs`
+//! as they are, and the dataflow's simple `[[tariffs]]` converted by [`from_simple`] (an
+//! `ENERGY` component at `energy_per_kwh`, a `FLAT` one at `session_fee`, both with
+//! `vat_pct`). One code path, [`ocpi::price_periods`], prices every session.
+//!
+//! Rounding rules (the one place they are written down; `docs/pricing.md` has the long form):
+//! 1. Energy is measured in whole Wh and priced exactly (`kWh = Wh / 1000`).
+//! 2. Every amount is computed exactly (decimal), per component: `excl = quantity × price`,
+//!    `incl = excl × (1 + vat / 100)`.
+//! 3. Each reported amount — the session's total and each dimension's total, excl. and incl.
+//!    VAT — is its exact value rounded **once** to the currency's minor unit (2 decimals for
+//!    EUR, USD, GBP…, 0 for JPY, KRW…, 3 for BHD, KWD…), half away from zero
+//!    ([`round_to_minor`]). `vat = total_incl_vat − total_excl_vat` (both already rounded).
+//! 4. A subscription discount (the share of the energy cost covered by the account's
+//!    allowance) is rounded the same way, excl. and incl. VAT, and subtracted from the totals.
+//! 5. A payment fee is `round(total_incl_vat × percent / 100 + fixed)`; `net =
+//!    total_excl_vat − payment_fee`.
 //!
 //! Rounding per session (not per window) means a revenue window's total is exactly the sum of
 //! its sessions' totals: data teams can recompute it from `sessions/` to the cent.
-//!
-//! [`ocpi`] prices sessions with OCPI 2.2.1 tariffs (time-of-day, power, duration and kWh
-//! restrictions, step sizes, min/max price); it rounds with [`round_to_minor`] too.
 
 pub mod ocpi;
-
-use std::sync::Arc;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::config::TariffConfig;
-use crate::model::Money;
+use ocpi::{PriceComponent, Tariff, TariffDimensionType, TariffElement};
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tariff {
-    pub id: Arc<str>,
-    pub currency: Arc<str>,
-    pub energy_per_kwh: Decimal,
-    pub session_fee: Decimal,
-    pub vat_pct: Decimal,
-}
-
-impl From<&TariffConfig> for Tariff {
-    fn from(c: &TariffConfig) -> Self {
-        Tariff {
-            id: Arc::from(c.id.as_str()),
-            currency: Arc::from(c.currency.as_str()),
-            energy_per_kwh: c.energy_per_kwh.0,
-            session_fee: c.session_fee.0,
-            vat_pct: c.vat_pct.0,
-        }
+/// A simple `[[tariffs]]` entry as an OCPI tariff.
+pub fn from_simple(c: &TariffConfig) -> Tariff {
+    let vat = Some(c.vat_pct.0);
+    let mut components = vec![PriceComponent {
+        kind: TariffDimensionType::Energy,
+        price: c.energy_per_kwh.0,
+        vat,
+        step_size: 0,
+    }];
+    if !c.session_fee.0.is_zero() {
+        components.push(PriceComponent {
+            kind: TariffDimensionType::Flat,
+            price: c.session_fee.0,
+            vat,
+            step_size: 0,
+        });
+    }
+    Tariff {
+        id: c.id.clone(),
+        currency: c.currency.clone(),
+        min_price: None,
+        max_price: None,
+        elements: vec![TariffElement {
+            price_components: components,
+            restrictions: None,
+        }],
+        start_date_time: None,
+        end_date_time: None,
     }
 }
 
-impl Tariff {
-    /// The tariff used when a dataflow defines none: free, so that revenue is visibly zero
-    /// rather than invented.
-    pub fn free(id: &str) -> Tariff {
-        Tariff {
-            id: Arc::from(id),
-            currency: Arc::from("EUR"),
-            energy_per_kwh: Decimal::ZERO,
-            session_fee: Decimal::ZERO,
-            vat_pct: Decimal::ZERO,
-        }
+/// The tariff used when a dataflow defines none: free, so that revenue is visibly zero
+/// rather than invented.
+pub fn free(id: &str) -> Tariff {
+    Tariff {
+        id: id.to_string(),
+        currency: "EUR".to_string(),
+        min_price: None,
+        max_price: None,
+        elements: Vec::new(),
+        start_date_time: None,
+        end_date_time: None,
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Price {
-    pub total_excl_vat: Money,
-    pub vat: Money,
-    pub total_incl_vat: Money,
+/// The powers (W) at which some element of `tariff` starts or stops applying: where the
+/// pipeline must start a new charging period.
+pub fn power_bounds_w(tariff: &Tariff) -> Vec<f64> {
+    use rust_decimal::prelude::ToPrimitive;
+    let mut out: Vec<f64> = tariff
+        .elements
+        .iter()
+        .filter_map(|e| e.restrictions.as_ref())
+        .flat_map(|r| [r.min_power, r.max_power])
+        .flatten()
+        .filter_map(|kw| (kw * Decimal::from(1000)).to_f64())
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out.dedup();
+    out
 }
 
-/// Decimal places of a currency's minor unit (ISO 4217).
 pub fn minor_unit_digits(currency: &str) -> u32 {
     match currency {
         "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
@@ -77,7 +102,6 @@ pub fn minor_unit_digits(currency: &str) -> u32 {
     }
 }
 
-/// Rounds an amount to the currency's minor unit, half away from zero.
 pub fn round_to_minor(amount: Decimal, currency: &str) -> Decimal {
     amount.round_dp_with_strategy(
         minor_unit_digits(currency),
@@ -85,22 +109,33 @@ pub fn round_to_minor(amount: Decimal, currency: &str) -> Decimal {
     )
 }
 
-/// Prices a session of `energy_wh` (negative energy is billed as zero).
-pub fn price_session(tariff: &Tariff, energy_wh: i64) -> Price {
-    let kwh = Decimal::new(energy_wh.max(0), 3);
-    let excl = round_to_minor(
-        kwh * tariff.energy_per_kwh + tariff.session_fee,
-        &tariff.currency,
-    );
-    let vat = round_to_minor(
-        excl * tariff.vat_pct / Decimal::ONE_HUNDRED,
-        &tariff.currency,
-    );
-    Price {
-        total_excl_vat: excl,
-        vat,
-        total_incl_vat: excl + vat,
+/// A payment fee (rule 5): `percent` of the amount incl. VAT plus `fixed`; nothing is
+/// charged on a zero amount.
+pub fn payment_fee(
+    total_incl_vat: Decimal,
+    percent: Decimal,
+    fixed: Decimal,
+    currency: &str,
+) -> Decimal {
+    if total_incl_vat.is_zero() {
+        return Decimal::ZERO;
     }
+    round_to_minor(
+        total_incl_vat * percent / Decimal::ONE_HUNDRED + fixed,
+        currency,
+    )
+}
+
+/// The share `covered_wh / energy_wh` of an energy cost (rule 4), rounded.
+pub fn share_of(cost: Decimal, covered_wh: i64, energy_wh: i64, currency: &str) -> Decimal {
+    if energy_wh <= 0 || covered_wh <= 0 {
+        return Decimal::ZERO;
+    }
+    let covered = covered_wh.min(energy_wh);
+    round_to_minor(
+        cost * Decimal::from(covered) / Decimal::from(energy_wh),
+        currency,
+    )
 }
 
 #[cfg(test)]
@@ -112,42 +147,70 @@ mod tests {
         Decimal::from_str(s).unwrap()
     }
 
-    fn tariff(kwh: &str, fee: &str, vat: &str, cur: &str) -> Tariff {
-        Tariff {
-            id: "t".into(),
-            currency: cur.into(),
-            energy_per_kwh: d(kwh),
-            session_fee: d(fee),
-            vat_pct: d(vat),
-        }
+    fn simple(kwh: &str, fee: &str, vat: &str, cur: &str) -> Tariff {
+        let c: TariffConfig = toml::from_str(&format!(
+            "id = \"t\"\ncurrency = \"{cur}\"\nenergy_per_kwh = \"{kwh}\"\n\
+             session_fee = \"{fee}\"\nvat_pct = \"{vat}\"\n"
+        ))
+        .unwrap();
+        from_simple(&c)
+    }
+
+    fn price(t: &Tariff, wh: i64) -> (Decimal, Decimal) {
+        let session = ocpi::Session {
+            start: 0,
+            end: 3_600_000,
+            time_zone: chrono_tz::UTC,
+            periods: vec![ocpi::ChargingPeriod {
+                start: 0,
+                energy_kwh: Decimal::new(wh, 3),
+                charging_secs: Decimal::from(3600),
+                ..Default::default()
+            }],
+        };
+        let p = ocpi::price_periods(t, &session).unwrap();
+        (p.costs.total.excl_vat, p.costs.total.incl_vat)
     }
 
     #[test]
-    fn prices_exactly_and_rounds_once_half_away_from_zero() {
-        // 12.345 kWh × 0.39 = 4.81455 → + 1.00 = 5.81455 → 5.81; VAT 19 % = 1.1039 → 1.10
-        let p = price_session(&tariff("0.39", "1.00", "19", "EUR"), 12_345);
-        assert_eq!(p.total_excl_vat, d("5.81"));
-        assert_eq!(p.vat, d("1.10"));
-        assert_eq!(p.total_incl_vat, d("6.91"));
+    fn simple_tariffs_price_exactly_and_round_once_half_away_from_zero() {
+        // 12.345 kWh × 0.39 = 4.81455, + 1.00 = 5.81455 → 5.81; × 1.19 = 6.9193145 → 6.92
+        assert_eq!(
+            price(&simple("0.39", "1.00", "19", "EUR"), 12_345),
+            (d("5.81"), d("6.92"))
+        );
         // exactly half a cent rounds up: 0.5 kWh × 0.01 = 0.005 → 0.01
-        let p = price_session(&tariff("0.01", "0", "0", "EUR"), 500);
-        assert_eq!(p.total_excl_vat, d("0.01"));
+        assert_eq!(price(&simple("0.01", "0", "0", "EUR"), 500).0, d("0.01"));
+        // zero-decimal currency: 472.5 → 473, × 1.1 = 519.75 → 520
+        assert_eq!(
+            price(&simple("45", "0", "10", "JPY"), 10_500),
+            (d("473"), d("520"))
+        );
     }
 
     #[test]
-    fn zero_decimal_currencies_and_negative_energy() {
-        let p = price_session(&tariff("45", "0", "10", "JPY"), 10_500);
-        assert_eq!(p.total_excl_vat, d("473")); // 472.5 → 473
-        assert_eq!(p.vat, d("47")); // 47.3 → 47
-        let p = price_session(&tariff("0.39", "1", "0", "EUR"), -5);
-        assert_eq!(p.total_excl_vat, d("1.00"));
+    fn fees_and_shares_round_once() {
+        assert_eq!(
+            payment_fee(d("10.00"), d("1.4"), d("0.25"), "EUR"),
+            d("0.39")
+        );
+        assert_eq!(payment_fee(d("0"), d("1.4"), d("0.25"), "EUR"), d("0"));
+        // a third of 1.00 → 0.33; all of it at most
+        assert_eq!(share_of(d("1.00"), 1, 3, "EUR"), d("0.33"));
+        assert_eq!(share_of(d("1.00"), 5, 3, "EUR"), d("1.00"));
+        assert_eq!(share_of(d("1.00"), 0, 3, "EUR"), d("0"));
     }
 
     #[test]
-    fn f64_would_have_been_wrong() {
-        // 0.1 + 0.2 style drift: 3 × 0.1 kWh at 0.1/kWh summed stays exact
-        let t = tariff("0.10", "0", "0", "EUR");
-        let sum: Decimal = (0..3).map(|_| price_session(&t, 1000).total_excl_vat).sum();
-        assert_eq!(sum, d("0.30"));
+    fn power_bounds_come_from_restrictions() {
+        let t: Tariff = serde_json::from_str(
+            r#"{"currency":"EUR","elements":[
+              {"price_components":[{"type":"ENERGY","price":0.5,"step_size":1}],
+               "restrictions":{"min_power":32.0}},
+              {"price_components":[{"type":"ENERGY","price":0.3,"step_size":1}],
+               "restrictions":{"max_power":32.0, "min_power": 3.7}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(power_bounds_w(&t), vec![3700.0, 32000.0]);
     }
 }

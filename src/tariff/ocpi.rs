@@ -1396,7 +1396,7 @@ fn parse_decimal(text: &str) -> Result<Decimal, String> {
 
 /// Serde adapter: an exact [`Decimal`] read from / written as a JSON number. Reading goes
 /// through the number's text (`serde_json`'s `raw_value`), so it works with serde_json only.
-mod dec {
+pub(crate) mod dec {
     use super::*;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
