@@ -475,3 +475,142 @@ fn a_live_run_follows_the_topic_and_idle_partitions_release_event_time() {
     ]);
     assert_eq!(summary_count(&again.stdout, "input lines"), 0);
 }
+
+#[test]
+fn payment_events_from_a_topic_give_what_the_file_gives() {
+    let _g = serial();
+    let dir = tmp_dir("kafka-payments");
+    simulate(&dir, 12, 24);
+    let dataflow = |name: &str, payments: &str| {
+        let path = file_dataflow(
+            &dir,
+            &dir.join("traffic.jsonl"),
+            Some(&dir.join("registry.json")),
+            &format!("[revenue]\npayments = {payments:?}\n[revenue.leakage]\ngrace = \"1h\"\n"),
+        );
+        let named = dir.join(format!("dataflow-{name}.toml"));
+        std::fs::rename(&path, &named).unwrap();
+        named
+    };
+    // What was priced, without payments.
+    let plain = file_dataflow(
+        &dir,
+        &dir.join("traffic.jsonl"),
+        Some(&dir.join("registry.json")),
+        "",
+    );
+    let priced_out = dir.join("out-priced");
+    run_ok(&[
+        "run",
+        plain.to_str().unwrap(),
+        "--out",
+        priced_out.to_str().unwrap(),
+    ]);
+    let sessions = sorted_sessions(&priced_out);
+    let billable: Vec<_> = sessions
+        .iter()
+        .filter(|s| {
+            s.total_incl_vat > rust_decimal::Decimal::ZERO && &*s.payment_method != "subscription"
+        })
+        .collect();
+    assert!(billable.len() > 20, "{}", billable.len());
+    // Every third billable session is never captured, every fifth short by 0.50; one bad value.
+    let mut payments = Vec::new();
+    for (i, s) in billable.iter().enumerate() {
+        if i % 3 == 0 {
+            continue;
+        }
+        let amount = if i % 5 == 0 {
+            s.total_incl_vat - rust_decimal::Decimal::new(50, 2)
+        } else {
+            s.total_incl_vat
+        };
+        payments.push(
+            json!({"payment_id": format!("p{i}"), "charge_point_id": &*s.charge_point_id,
+                   "transaction_id": s.transaction_id, "type": "captured",
+                   "amount": amount.normalize().to_string(), "currency": "EUR",
+                   "timestamp": evflow::time::format_rfc3339(s.end_time + 60_000)})
+            .to_string(),
+        );
+    }
+    payments.push("{\"type\": \"captured\"}".to_string());
+    std::fs::write(dir.join("payments.jsonl"), payments.join("\n") + "\n").unwrap();
+
+    let broker = Broker::start(&dir.join("broker"));
+    broker.create_topic("payments", 2);
+    broker.produce(
+        "payments",
+        payments.iter().map(|p| (Some("k"), p.as_bytes(), None)),
+    );
+
+    let from_file = dir.join("out-file");
+    let file_flow = dataflow("file", dir.join("payments.jsonl").to_str().unwrap());
+    run_ok(&[
+        "run",
+        file_flow.to_str().unwrap(),
+        "--out",
+        from_file.to_str().unwrap(),
+    ]);
+    let from_topic = dir.join("out-topic");
+    let topic_flow = dataflow("topic", &broker.url("payments", "group=pay&stop=end"));
+    run_ok(&[
+        "run",
+        topic_flow.to_str().unwrap(),
+        "--out",
+        from_topic.to_str().unwrap(),
+    ]);
+
+    let leaks = |out: &Path| -> BTreeSet<(String, String, String)> {
+        read_jsonl(&out.join("leakage.jsonl"))
+            .iter()
+            .filter(|l| l["kind"] != "meter_mismatch")
+            .map(|l| {
+                (
+                    l["transaction_id"].as_str().unwrap().to_string(),
+                    l["kind"].as_str().unwrap().to_string(),
+                    l["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let file_leaks = leaks(&from_file);
+    // Exactly the sessions left uncaptured or paid short, among those whose grace period
+    // ended before the data did (all but the last hour's).
+    let last_end = sessions.iter().map(|s| s.end_time).max().unwrap();
+    let judged = |s: &&&evflow::model::SessionRecord| s.end_time + 3_600_000 < last_end - 60_000;
+    let expected: BTreeSet<(String, String, String)> = billable
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 == 0 || i % 5 == 0)
+        .filter(|(_, s)| judged(s))
+        .map(|(i, s)| {
+            let kind = if i % 3 == 0 {
+                "uncaptured"
+            } else {
+                "amount_mismatch"
+            };
+            (
+                s.transaction_id.clone(),
+                kind.to_string(),
+                "open".to_string(),
+            )
+        })
+        .collect();
+    assert!(expected.len() > 5, "{expected:?}");
+    assert!(
+        expected.is_subset(&file_leaks),
+        "missing: {:?}",
+        expected.difference(&file_leaks).collect::<Vec<_>>()
+    );
+    assert_eq!(file_leaks, leaks(&from_topic));
+    for out in [&from_file, &from_topic] {
+        let dead = read_jsonl(&out.join("dead-letter.jsonl"));
+        assert_eq!(
+            dead.iter()
+                .filter(|d| d["reason"] == "bad_payment_event")
+                .count(),
+            1,
+            "{dead:?}"
+        );
+    }
+}

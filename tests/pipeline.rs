@@ -12,7 +12,8 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 /// (window start, site, payment method, currency)
-type WindowKey = (i64, String, String, String);
+/// (window start, site, charger, payment method, tariff, currency).
+type WindowKey = (i64, String, String, String, String, String);
 
 /// Simulates a fleet into `dir`: traffic, labels and registry.
 fn simulate(dir: &Path, chargers: u32, seed: u64) {
@@ -124,7 +125,9 @@ reason = "inspection"
             .entry((
                 w,
                 s.site_id.to_string(),
+                s.charge_point_id.to_string(),
                 s.payment_method.to_string(),
+                s.tariff_id.to_string(),
                 s.currency.to_string(),
             ))
             .or_default();
@@ -138,7 +141,9 @@ reason = "inspection"
         let k = (
             r.window_start,
             r.site_id.to_string(),
+            r.charge_point_id.to_string(),
             r.payment_method.to_string(),
+            r.tariff_id.to_string(),
             r.currency.to_string(),
         );
         if latest.get(&k).is_none_or(|o| o.revision < r.revision) {
@@ -330,12 +335,12 @@ fn a_late_session_revises_its_revenue_window() {
     let _g = serial();
     let dir = tmp_dir("e2e-late");
     let ts = |hm: &str| format!("2026-03-01T{hm}:00Z");
-    let session = |cp: &str, tx: i64, start: &str| {
+    let session = |cp: &str, connector: u32, tx: i64, start: &str| {
         vec![
             line(
                 &ts(start),
                 cp,
-                json!([2, format!("t{tx}"), "StartTransaction", {"connectorId": 1, "idTag": "TAG", "meterStart": 0, "timestamp": ts(start)}]),
+                json!([2, format!("t{tx}"), "StartTransaction", {"connectorId": connector, "idTag": "TAG", "meterStart": 0, "timestamp": ts(start)}]),
             ),
             line(
                 &ts(start),
@@ -351,12 +356,14 @@ fn a_late_session_revises_its_revenue_window() {
             json!([2, format!("x{tx}"), "StopTransaction", {"transactionId": tx, "meterStop": 10000, "timestamp": ts(at)}]),
         )
     };
-    let mut all = session("A", 1, "08:10");
-    all.extend(session("B", 2, "08:20"));
+    // Two sessions on charger A (one revenue row per charger and window).
+    let mut all = session("A", 1, 1, "08:10");
+    all.extend(session("A", 2, 2, "08:20"));
     all.push(stop("A", 1, "08:40", "08:40"));
-    // C's traffic moves event time on; B's stop (at 08:50) reaches the backend two hours late.
+    // C's traffic moves event time on; the second stop (at 08:50) reaches the backend two
+    // hours late.
     all.push(line(&ts("10:45"), "C", json!([2, "h", "Heartbeat", {}])));
-    all.push(stop("B", 2, "08:50", "10:50"));
+    all.push(stop("A", 2, "08:50", "10:50"));
     let input = dir.join("in.jsonl");
     std::fs::write(&input, all.join("\n")).unwrap();
     // One line per chunk: the watermark moves between lines as it would on a live feed.

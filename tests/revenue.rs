@@ -450,3 +450,67 @@ fn payments_are_joined_with_sessions_and_leaks_are_reported() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("uncaptured"), "{stdout}");
 }
+
+#[test]
+fn injected_meter_errors_become_meter_mismatch_leaks_and_nothing_else_does() {
+    let _g = serial();
+    let dir = tmp_dir("revenue-meter");
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dataflows/demo.toml"))
+        .unwrap()
+        .replace("chargers = 300", "chargers = 120")
+        .replace(
+            "dataflows/tariffs",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/dataflows/tariffs"),
+        );
+    let flow = dir.join("demo.toml");
+    std::fs::write(&flow, demo).unwrap();
+    let out = dir.join("out");
+    run_ok(&[
+        "run",
+        flow.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--metrics-addr",
+        "",
+    ]);
+    // The simulator's ground truth: a meter_error label per session with a bad register.
+    let labelled: std::collections::BTreeSet<(String, i64)> = read_jsonl(&out.join("labels.jsonl"))
+        .iter()
+        .filter(|l| l["kind"] == "meter_error")
+        .map(|l| {
+            (
+                l["charge_point_id"].as_str().unwrap().to_string(),
+                l["connector_id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let leaks: std::collections::BTreeSet<(String, i64)> = read_jsonl(&out.join("leakage.jsonl"))
+        .iter()
+        .filter(|l| l["kind"] == "meter_mismatch")
+        .map(|l| {
+            (
+                l["charge_point_id"].as_str().unwrap().to_string(),
+                l["connector_id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    eprintln!(
+        "{} labelled meter errors, {} meter_mismatch leaks",
+        labelled.len(),
+        leaks.len()
+    );
+    assert!(!labelled.is_empty());
+    // No payments source: no payment leaks, and every meter leak is a labelled fault.
+    assert!(read_jsonl(&out.join("leakage.jsonl"))
+        .iter()
+        .all(|l| l["kind"] == "meter_mismatch"));
+    assert!(
+        leaks.is_subset(&labelled),
+        "unlabelled: {:?}",
+        leaks.difference(&labelled).collect::<Vec<_>>()
+    );
+    assert!(
+        !leaks.is_empty(),
+        "no meter error was large enough to be a leak: {labelled:?}"
+    );
+}

@@ -40,6 +40,7 @@ use crate::sinks::kafka::KafkaSink;
 use crate::sinks::{OutputSinks, Summary};
 use crate::sources::file::FileSource;
 use crate::sources::kafka::KafkaSource;
+use crate::sources::payments::PaymentConsumer;
 use crate::sources::simulator::{Fleet, SimulatorSource};
 use crate::sources::stdin::StdinSource;
 use crate::sources::{Chunk, Poll, Source, SourceError};
@@ -115,31 +116,6 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         None => Vec::new(),
     };
     let reference = Arc::new(Reference::new(cfg, &registry, ocpi_tariffs)?);
-    // Payment events (revenue leakage): read whole at start, fed in event-time order as the
-    // watermark passes them. Bad lines are dead-lettered (`bad_payment_event`).
-    let (payments, bad_payments) = match &cfg.revenue.payments {
-        Some(path) => {
-            let (events, bad) = crate::sources::payments::read_payments(path)?;
-            let dead: Vec<DeadLetter> = bad
-                .into_iter()
-                .map(|b| DeadLetter {
-                    seq: b.line_no,
-                    reason: DeadLetterReason::BadPaymentEvent,
-                    error: format!("{}:{}: {}", path.display(), b.line_no, b.error),
-                    line: b.line,
-                })
-                .collect();
-            if !dead.is_empty() {
-                tracing::warn!(
-                    "{}: {} payment event line(s) not usable (see dead-letter.jsonl)",
-                    path.display(),
-                    dead.len()
-                );
-            }
-            (Some(Arc::new(events)), dead)
-        }
-        None => (None, Vec::new()),
-    };
     let leakage_cfg = LeakageConfig {
         grace: cfg.revenue.leakage.grace.0,
         amount_tolerance: cfg.revenue.leakage.amount_tolerance.0,
@@ -183,6 +159,66 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
     let sinks = Arc::new(Mutex::new(Some(output_sinks)));
     let summary: Arc<Mutex<Option<Result<Summary, String>>>> = Arc::new(Mutex::new(None));
     let resume = restored.as_ref().map(|r| r.resume());
+    // Payment events (revenue leakage): a file is read whole at the start of a fresh run; a
+    // Kafka topic is read from the last commit's positions — to its end before the run
+    // (`stop=end`), or polled as the run goes (worker 0). Fed in event-time order as the
+    // watermark passes them. Bad lines are dead-lettered (`bad_payment_event`).
+    let payments_kafka = match cfg.revenue.payments.as_deref().and_then(|p| p.to_str()) {
+        Some(url) if url.starts_with("kafka://") => Some(
+            crate::sources::kafka::parse_url(url)
+                .map_err(|e| SourceError::Kafka(format!("revenue.payments: {e}")))?,
+        ),
+        _ => None,
+    };
+    let payments_enabled = cfg.revenue.payments.is_some();
+    let mut initial_payments = Vec::new();
+    let mut bad_payment_lines = Vec::new();
+    let mut payment_consumer = None;
+    let resumed_payment_positions = restored
+        .as_ref()
+        .and_then(|r| r.aggregate.as_ref())
+        .map(|a| a.payment_positions.clone())
+        .unwrap_or_default();
+    match (&cfg.revenue.payments, &payments_kafka) {
+        (_, Some(src)) => {
+            let mut consumer = PaymentConsumer::open(src, &cfg.kafka, &resumed_payment_positions)?;
+            if consumer.stop_at_end {
+                consumer.read_to_end(
+                    Duration::from_secs(120),
+                    &mut initial_payments,
+                    &mut bad_payment_lines,
+                )?;
+            }
+            payment_consumer = Some(consumer);
+        }
+        (Some(path), None) if restored.is_none() => {
+            let (events, bad) = crate::sources::payments::read_payments(path)?;
+            initial_payments = events;
+            bad_payment_lines = bad;
+        }
+        _ => {}
+    }
+    let initial_positions = payment_consumer
+        .as_ref()
+        .map(|c| c.positions().clone())
+        .unwrap_or_default();
+    let bad_payments: Vec<DeadLetter> = bad_payment_lines
+        .into_iter()
+        .map(|b| DeadLetter {
+            seq: b.line_no,
+            reason: DeadLetterReason::BadPaymentEvent,
+            error: b.error,
+            line: b.line,
+        })
+        .collect();
+    if !bad_payments.is_empty() {
+        tracing::warn!(
+            "{} payment event(s) not usable (see dead-letter.jsonl)",
+            bad_payments.len()
+        );
+    }
+    let initial_payments = Arc::new(Mutex::new(Some((initial_payments, initial_positions))));
+    let payment_consumer = Arc::new(Mutex::new(payment_consumer));
     let resumed_manifest = restored.as_ref().map(|r| r.manifest.clone());
     let restored_aggregate = Arc::new(Mutex::new(
         restored.as_mut().and_then(|r| r.aggregate.take()),
@@ -218,7 +254,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             RevenueWindows::new(stage_cfg.revenue_window),
             LeakageLedger::new(leakage_cfg.clone()),
             reference.clone(),
-            payments.clone(),
+            payments_enabled,
             bound,
         )));
         // This worker's share of the last commit's state.
@@ -236,11 +272,22 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                     .inc_by(n);
             }
         }
+        let mut payments_live = None;
         if index == 0 {
             if let Some(snap) = restored_aggregate.lock().ok().and_then(|mut a| a.take()) {
                 aggregate_state.borrow_mut().restore(snap);
             }
+            if let Some((events, positions)) =
+                initial_payments.lock().ok().and_then(|mut p| p.take())
+            {
+                aggregate_state
+                    .borrow_mut()
+                    .add_payments(events, &positions);
+            }
+            payments_live = payment_consumer.lock().ok().and_then(|mut c| c.take());
         }
+        let mut polled_payments = Vec::new();
+        let mut polled_bad = Vec::new();
         let worker_sinks = Rc::new(RefCell::new(if index == 0 {
             sinks.lock().ok().and_then(|mut s| s.take())
         } else {
@@ -356,7 +403,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             Ok(true)
         };
         // Bad payment lines go to the dead letters once (not again when resuming a commit).
-        let mut bad_payments = if index == 0 && resume.is_none() {
+        let mut bad_payments = if index == 0 {
             bad_payments.clone()
         } else {
             Vec::new()
@@ -370,6 +417,29 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         }
         // Chunks in flight before the worker waits for the pipeline to catch up.
         let in_flight = 4 * peers as u64;
+        // Holds the inputs at the commit boundary and commits there (see `commit`); the
+        // value: whether every worker's source has ended. `ended`: this worker's has.
+        macro_rules! commit_at_boundary {
+            ($c:expr, $ended:expr) => {{
+                let c: &mut WorkerCommit = $c;
+                events_in.advance_to(c.boundary());
+                marks_in.advance_to(c.boundary());
+                dead_in.advance_to(c.boundary());
+                let positions = source.positions().unwrap_or_default();
+                let mut wait = commit::Waiting {
+                    step: &mut || {
+                        worker.step_or_park(Some(Duration::from_millis(1)));
+                    },
+                    written_before: &|t| !probe.less_than(&t),
+                };
+                let all_ended = c
+                    .commit(false, $ended, positions, &mut wait, &mut save)
+                    .map_err(|e| e.to_string())?;
+                c.pass_upstream(source.as_mut(), false, &mut wait)
+                    .map_err(|e| e.to_string())?;
+                all_ended
+            }};
+        }
         loop {
             if let Some(c) = commits.as_mut() {
                 // Every chunk before the boundary is handed out: commit there first.
@@ -378,20 +448,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                     break;
                 }
                 if next >= c.boundary() {
-                    events_in.advance_to(c.boundary());
-                    marks_in.advance_to(c.boundary());
-                    dead_in.advance_to(c.boundary());
-                    let positions = source.positions().unwrap_or_default();
-                    let mut wait = commit::Waiting {
-                        step: &mut || {
-                            worker.step_or_park(Some(Duration::from_millis(1)));
-                        },
-                        written_before: &|t| !probe.less_than(&t),
-                    };
-                    c.commit(false, false, positions, &mut wait, &mut save)
-                        .map_err(|e| e.to_string())?;
-                    c.pass_upstream(source.as_mut(), false, &mut wait)
-                        .map_err(|e| e.to_string())?;
+                    commit_at_boundary!(c, false);
                     continue;
                 }
             }
@@ -452,6 +509,27 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                 worker.step_or_park(Some(Duration::from_millis(1)));
             }
             worker.step();
+            // Live payment events (worker 0): whatever has arrived joins the aggregation.
+            if let Some(c) = payments_live.as_mut().filter(|c| !c.stop_at_end) {
+                c.poll(Duration::ZERO, &mut polled_payments, &mut polled_bad)
+                    .map_err(|e| e.to_string())?;
+                aggregate_state
+                    .borrow_mut()
+                    .add_payments(polled_payments.drain(..), c.positions());
+                for b in polled_bad.drain(..) {
+                    metrics
+                        .decode_errors
+                        .get_or_create(&label("reason", DeadLetterReason::BadPaymentEvent.as_str()))
+                        .inc();
+                    metrics.dead_letters.inc();
+                    dead_in.send(Output::DeadLetter(DeadLetter {
+                        seq: b.line_no,
+                        reason: DeadLetterReason::BadPaymentEvent,
+                        error: b.error,
+                        line: b.line,
+                    }));
+                }
+            }
             if let Some(p) = progress.as_mut() {
                 p.update(source.progress(), metrics.events_decoded.get());
             }
@@ -459,26 +537,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         // This worker's input has ended; with commits, it keeps meeting the others at every
         // boundary until every worker's has.
         if let Some(c) = commits.as_mut() {
-            loop {
-                events_in.advance_to(c.boundary());
-                marks_in.advance_to(c.boundary());
-                dead_in.advance_to(c.boundary());
-                let positions = source.positions().unwrap_or_default();
-                let mut wait = commit::Waiting {
-                    step: &mut || {
-                        worker.step_or_park(Some(Duration::from_millis(1)));
-                    },
-                    written_before: &|t| !probe.less_than(&t),
-                };
-                let all_ended = c
-                    .commit(false, true, positions, &mut wait, &mut save)
-                    .map_err(|e| e.to_string())?;
-                c.pass_upstream(source.as_mut(), false, &mut wait)
-                    .map_err(|e| e.to_string())?;
-                if all_ended {
-                    break;
-                }
-            }
+            while !commit_at_boundary!(c, true) {}
         }
         drop(events_in);
         drop(marks_in);
@@ -502,6 +561,9 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                 .map_err(|e| e.to_string())?;
             c.pass_upstream(source.as_mut(), true, &mut wait)
                 .map_err(|e| e.to_string())?;
+        }
+        if let Some(c) = payments_live.as_ref() {
+            c.commit();
         }
         if let Some(p) = progress.as_mut() {
             p.finish(metrics.events_decoded.get());

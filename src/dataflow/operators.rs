@@ -447,9 +447,12 @@ pub struct AggregateState {
     buffer: TimeBuffer<Output>,
     last_checkpoint: Option<Millis>,
     reference: Arc<Reference>,
-    /// Payment events in time order, fed to the leakage ledger as the watermark passes them.
-    payments: Arc<Vec<PaymentEvent>>,
-    next_payment: usize,
+    /// Payment events not yet fed to the leakage ledger, by (timestamp, arrival): fed as the
+    /// watermark passes them.
+    payments: BTreeMap<(Millis, u64), PaymentEvent>,
+    payments_added: u64,
+    /// Where a Kafka payments source stands (next offset per partition) after what was added.
+    pub payment_positions: BTreeMap<i32, i64>,
     /// Without a payments source only the meter check applies (nothing could be captured).
     payments_enabled: bool,
 }
@@ -459,7 +462,7 @@ impl AggregateState {
         revenue: RevenueWindows,
         leakage: LeakageLedger,
         reference: Arc<Reference>,
-        payments: Option<Arc<Vec<PaymentEvent>>>,
+        payments_enabled: bool,
         out_of_orderness: Millis,
     ) -> Self {
         AggregateState {
@@ -469,13 +472,28 @@ impl AggregateState {
             buffer: TimeBuffer::new(out_of_orderness),
             last_checkpoint: None,
             reference,
-            payments_enabled: payments.is_some(),
-            payments: payments.unwrap_or_default(),
-            next_payment: 0,
+            payments: BTreeMap::new(),
+            payments_added: 0,
+            payment_positions: BTreeMap::new(),
+            payments_enabled,
         }
     }
 
+    /// Payment events that arrived (from the file, or polled from Kafka up to `positions`).
+    pub fn add_payments(
+        &mut self,
+        events: impl IntoIterator<Item = PaymentEvent>,
+        positions: &BTreeMap<i32, i64>,
+    ) {
+        for p in events {
+            self.payments_added += 1;
+            self.payments.insert((p.timestamp, self.payments_added), p);
+        }
+        self.payment_positions.clone_from(positions);
+    }
+
     pub fn save(&self, w: &mut impl std::io::Write) -> bincode::Result<()> {
+        let payments: Vec<(&(Millis, u64), &PaymentEvent)> = self.payments.iter().collect();
         bincode::serialize_into(
             w,
             &(
@@ -484,7 +502,9 @@ impl AggregateState {
                 &self.leakage,
                 &self.buffer.watermark,
                 self.last_checkpoint,
-                self.next_payment as u64,
+                payments,
+                self.payments_added,
+                &self.payment_positions,
             ),
         )
     }
@@ -496,46 +516,43 @@ impl AggregateState {
         self.leakage = snapshot.leakage;
         self.buffer.watermark = snapshot.watermark;
         self.last_checkpoint = snapshot.last_checkpoint;
-        self.next_payment = snapshot.next_payment as usize;
+        self.payments = snapshot.payments.into_iter().collect();
+        self.payments_added = snapshot.payments_added;
+        self.payment_positions = snapshot.payment_positions;
     }
 
     /// Feeds the payments up to `until` to the leakage ledger, in event-time order with the
     /// ledger's own deadlines: sessions due before a payment are judged before it (a payment
     /// exactly at a deadline is in time).
     fn feed_payments(&mut self, until: Millis, out: &mut Vec<LeakageRecord>) {
-        while let Some(p) = self.payments.get(self.next_payment) {
-            if p.timestamp > until {
+        while let Some(entry) = self.payments.first_entry() {
+            if entry.key().0 > until {
                 break;
             }
+            let p = entry.remove();
             self.leakage.advance(p.timestamp.saturating_sub(1), out);
-            self.leakage.on_payment(p, out);
-            self.next_payment += 1;
+            self.leakage.on_payment(&p, out);
         }
     }
 }
 
-/// The aggregation's state as read from a commit snapshot.
+/// The aggregation's state as read from a commit snapshot (fields in [`AggregateState::save`]'s
+/// order: bincode reads a struct as the tuple it wrote).
+#[derive(serde::Deserialize)]
 pub struct AggregateSnapshot {
     revenue: RevenueWindows,
     billing: Billing,
     leakage: LeakageLedger,
     watermark: Watermark,
     last_checkpoint: Option<Millis>,
-    next_payment: u64,
+    payments: Vec<((Millis, u64), PaymentEvent)>,
+    payments_added: u64,
+    pub payment_positions: BTreeMap<i32, i64>,
 }
 
 impl AggregateSnapshot {
     pub fn read(r: &mut impl std::io::Read) -> bincode::Result<AggregateSnapshot> {
-        let (revenue, billing, leakage, watermark, last_checkpoint, next_payment) =
-            bincode::deserialize_from(r)?;
-        Ok(AggregateSnapshot {
-            revenue,
-            billing,
-            leakage,
-            watermark,
-            last_checkpoint,
-            next_payment,
-        })
+        bincode::deserialize_from(r)
     }
 }
 

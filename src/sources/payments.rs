@@ -138,6 +138,179 @@ pub fn read_payments(path: &Path) -> Result<(Vec<PaymentEvent>, Vec<BadPayment>)
     Ok((good, bad))
 }
 
+/// Payment events from a Kafka topic (`revenue.payments = "kafka://HOST:PORT/TOPIC?group=G"`):
+/// every partition is read from `from` (the positions of the last commit) or the group's
+/// committed offsets (else the earliest). With `stop=end` the topic is read to its end once,
+/// before the run starts (a bounded, deterministic run); otherwise it is polled as the run
+/// goes. Values are payment events (JSON, as in the file); other values are bad lines.
+pub struct PaymentConsumer {
+    consumer: rdkafka::consumer::BaseConsumer,
+    topic: String,
+    /// The next offset of each partition after what was polled.
+    positions: std::collections::BTreeMap<i32, i64>,
+    partitions: i32,
+    pub stop_at_end: bool,
+}
+
+impl PaymentConsumer {
+    pub fn open(
+        src: &crate::config::KafkaSourceConfig,
+        common: &crate::config::KafkaConfig,
+        from: &std::collections::BTreeMap<i32, i64>,
+    ) -> Result<PaymentConsumer, SourceError> {
+        use rdkafka::consumer::Consumer;
+        let err = |what: &str| {
+            let what = what.to_string();
+            move |e: rdkafka::error::KafkaError| {
+                SourceError::Kafka(format!("payments: {what}: {e}"))
+            }
+        };
+        let mut config = super::kafka::consumer_config(src, common);
+        config.set("enable.partition.eof", "true");
+        let consumer: rdkafka::consumer::BaseConsumer =
+            config.create().map_err(err("cannot create the consumer"))?;
+        let metadata = consumer
+            .fetch_metadata(Some(&src.topic), std::time::Duration::from_secs(30))
+            .map_err(err(&format!("metadata of {}", src.topic)))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == src.topic)
+            .map_or(0, |t| t.partitions().len() as i32);
+        if partitions == 0 {
+            return Err(SourceError::Kafka(format!(
+                "payments: topic {} has no partitions",
+                src.topic
+            )));
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            let start = from
+                .get(&p)
+                .map_or(rdkafka::Offset::Stored, |o| rdkafka::Offset::Offset(*o));
+            tpl.add_partition_offset(&src.topic, p, start)
+                .map_err(err("assignment"))?;
+        }
+        consumer.assign(&tpl).map_err(err("assign"))?;
+        Ok(PaymentConsumer {
+            consumer,
+            topic: src.topic.clone(),
+            positions: from.clone(),
+            partitions,
+            stop_at_end: src.stop_at_end,
+        })
+    }
+
+    /// Takes what has arrived: good events (in arrival order) and bad values. Returns whether
+    /// every partition is at its end.
+    pub fn poll(
+        &mut self,
+        wait: std::time::Duration,
+        good: &mut Vec<PaymentEvent>,
+        bad: &mut Vec<BadPayment>,
+    ) -> Result<bool, SourceError> {
+        use rdkafka::message::Message;
+        let mut at_end = std::collections::BTreeSet::new();
+        let mut first = true;
+        loop {
+            let timeout = if first {
+                wait
+            } else {
+                std::time::Duration::ZERO
+            };
+            first = false;
+            let Some(r) = self.consumer.poll(timeout) else {
+                break;
+            };
+            match r {
+                Ok(m) => {
+                    at_end.remove(&m.partition());
+                    accept(&mut self.positions, &self.topic, &m, good, bad);
+                }
+                Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                    at_end.insert(p);
+                }
+                Err(e) => tracing::warn!("kafka: payments {}: {e}", self.topic),
+            }
+        }
+        Ok(at_end.len() as i32 == self.partitions)
+    }
+
+    /// Reads every partition to its end (`stop=end`), at most `timeout`.
+    pub fn read_to_end(
+        &mut self,
+        timeout: std::time::Duration,
+        good: &mut Vec<PaymentEvent>,
+        bad: &mut Vec<BadPayment>,
+    ) -> Result<(), SourceError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut ended = std::collections::BTreeSet::new();
+        while (ended.len() as i32) < self.partitions {
+            if std::time::Instant::now() > deadline {
+                return Err(SourceError::Kafka(format!(
+                    "payments: {} not read to its end within {timeout:?}",
+                    self.topic
+                )));
+            }
+            match self.consumer.poll(std::time::Duration::from_millis(100)) {
+                None => {}
+                Some(Ok(m)) => accept(&mut self.positions, &self.topic, &m, good, bad),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    ended.insert(p);
+                }
+                Some(Err(e)) => tracing::warn!("kafka: payments {}: {e}", self.topic),
+            }
+        }
+        good.sort_by_key(|p| p.timestamp);
+        Ok(())
+    }
+
+    pub fn positions(&self) -> &std::collections::BTreeMap<i32, i64> {
+        &self.positions
+    }
+
+    /// Records the positions in the consumer group (informational, like the OCPP source's).
+    pub fn commit(&self) {
+        use rdkafka::consumer::Consumer;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (p, o) in &self.positions {
+            let _ = tpl.add_partition_offset(&self.topic, *p, rdkafka::Offset::Offset(*o));
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self
+                .consumer
+                .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            {
+                tracing::warn!("kafka: committing the payments group's offsets: {e}");
+            }
+        }
+    }
+}
+
+/// One Kafka record: a payment event, or a bad value; the partition's position moves on.
+fn accept(
+    positions: &mut std::collections::BTreeMap<i32, i64>,
+    topic: &str,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    good: &mut Vec<PaymentEvent>,
+    bad: &mut Vec<BadPayment>,
+) {
+    use rdkafka::message::Message;
+    positions.insert(m.partition(), m.offset() + 1);
+    let value = m.payload().unwrap_or_default();
+    if value.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    match parse_payment(value) {
+        Ok(p) => good.push(p),
+        Err(error) => bad.push(BadPayment {
+            line_no: m.offset() as u64,
+            error: format!("{topic}[{}]@{}: {error}", m.partition(), m.offset()),
+            line: String::from_utf8_lossy(value).into_owned(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

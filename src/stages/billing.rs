@@ -20,6 +20,10 @@
 //!
 //! Memory: one entry per account and month; months more than two before the newest month
 //! seen are forgotten.
+//!
+//! Not differential dataflow: re-pricing earlier sessions when a late one arrives (the one
+//! correction an event-time allowance could call for) is deliberately not done — an issued
+//! CDR is final — so the ledger is a small ordered map that commits snapshot as it is.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

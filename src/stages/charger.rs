@@ -866,8 +866,9 @@ fn close_session(
 ) {
     connector(&mut st.connectors, c).no_power_since = None;
     let readings_before_stop = s.register_readings;
-    let samples_wh = s.sample_energy_wh.round() as i64;
     let (energy_wh, energy_source) = s.final_energy(end, meter_stop_wh, st.station.max_power_w);
+    // The plausible increments, up to the stop register (what final_energy folded in last).
+    let samples_wh = s.sample_energy_wh.round() as i64;
     let token = reference.token(s.id_tag.as_deref().unwrap_or(""));
     // The plan's own tariff, else the connector's, else the station's (site's, default).
     let tariff = token
