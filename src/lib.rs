@@ -18,6 +18,8 @@
 
 pub mod config;
 pub mod dataflow;
+pub mod detect;
+pub mod eval;
 pub mod metrics;
 pub mod model;
 pub mod ocpp;

@@ -515,7 +515,8 @@ impl ChargerStages {
                 };
                 st.health.connector(c);
                 let max_power = st.station.max_power_w;
-                let tariff = st.station.tariff_for(c).clone();
+                // Borrowed, not cloned: this runs for every meter sample.
+                let power_bounds_w = &st.station.tariff_for(c).power_bounds_w;
                 let cs = connector(&mut st.connectors, c);
                 // Samples are judged at their own time: a backlog delivered late (a charger
                 // that was offline, transactionData) keeps its spacing.
@@ -541,7 +542,7 @@ impl ChargerStages {
                     }
                     if let Some(p) = sample.power_w {
                         s.peak_power_w = s.peak_power_w.max(p);
-                        s.on_power(at, p, &tariff.power_bounds_w);
+                        s.on_power(at, p, power_bounds_w);
                     }
                     if let Some(soc) = sample.soc_pct {
                         s.observe_soc(t, soc);

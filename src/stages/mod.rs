@@ -9,6 +9,7 @@
 pub mod anomalies;
 pub mod billing;
 pub mod charger;
+pub mod detector;
 pub mod health;
 pub mod leakage;
 pub mod notifications;
