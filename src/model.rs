@@ -731,12 +731,11 @@ pub fn stable_id(parts: &[&str]) -> String {
 }
 
 /// What the per-charger stages and the aggregator emit towards the sinks.
-// Sessions are the large variant and a small share of the records; boxing them would add an
-// allocation per session for no gain.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Output {
-    Session(SessionRecord),
+    /// Boxed: a session record is several times larger than the other records, and every
+    /// record (health rows are the many) would otherwise be moved at its size.
+    Session(Box<SessionRecord>),
     Revenue(RevenueRow),
     Health(HealthRow),
     Anomaly(AnomalyRecord),

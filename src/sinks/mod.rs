@@ -249,7 +249,7 @@ impl OutputSinks {
                     for p in parquet::period_rows(&s) {
                         self.charging_periods.push(p);
                     }
-                    self.sessions.push(s);
+                    self.sessions.push(*s);
                 }
                 Output::Revenue(r) => {
                     self.summary.revenue_rows += 1;

@@ -907,7 +907,7 @@ fn close_session(
     let (charging_ms, parking_ms) = periods
         .iter()
         .fold((0, 0), |(c, p), x| (c + x.charging_ms, p + x.parking_ms));
-    out.push(Output::Session(SessionRecord {
+    out.push(Output::Session(Box::new(SessionRecord {
         charge_point_id: st.id.clone(),
         connector_id: c,
         site_id: st.station.site_id.clone(),
@@ -946,7 +946,7 @@ fn close_session(
             samples_wh: (readings_before_stop > 0).then_some(samples_wh),
             time_zone: Some(Arc::from(st.station.time_zone.name())),
         },
-    }));
+    })));
 }
 
 /// Prices a session's periods with its tariff, in its site's time zone. `None` (logged) if
