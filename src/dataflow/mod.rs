@@ -33,14 +33,14 @@ use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 use crate::config::{DataflowConfig, Registry, SourceConfig};
 use crate::metrics::{label, Metrics};
-use crate::model::{DeadLetter, DeadLetterReason, Event, Output};
+use crate::model::{DeadLetter, Event, Output};
 use crate::ocpp::{DecodeOptions, DecodeStats, Decoder};
 use crate::progress::Progress;
 use crate::sinks::kafka::KafkaSink;
 use crate::sinks::{OutputSinks, Summary};
 use crate::sources::file::FileSource;
 use crate::sources::kafka::KafkaSource;
-use crate::sources::payments::PaymentConsumer;
+use crate::sources::payments::{BadPayment, PaymentConsumer};
 use crate::sources::simulator::{Fleet, SimulatorSource};
 use crate::sources::stdin::StdinSource;
 use crate::sources::{Chunk, Poll, Source, SourceError};
@@ -121,6 +121,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         amount_tolerance: cfg.revenue.leakage.amount_tolerance.0,
         meter_tolerance_wh: cfg.revenue.leakage.meter_tolerance_wh,
         meter_tolerance_pct: cfg.revenue.leakage.meter_tolerance_pct.0,
+        payments: cfg.revenue.payments.is_some(),
     };
     let stage_cfg = Arc::new(StageConfig::from_dataflow(cfg));
     let workers = cfg.pipeline.workers;
@@ -147,12 +148,12 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         Some(id) => commit::load(&cfg.output.dir, id)?,
         None => None,
     };
-    let mut output_sinks = match restored.as_mut().and_then(|r| r.sinks.take()) {
-        Some(state) => {
-            OutputSinks::open_restored(&cfg.output.dir, metrics.clone(), state, cdrs.clone())?
-        }
-        None => OutputSinks::open(&cfg.output.dir, metrics.clone(), cdrs.clone())?,
-    };
+    let mut output_sinks = OutputSinks::open(
+        &cfg.output.dir,
+        metrics.clone(),
+        restored.as_mut().and_then(|r| r.sinks.take()),
+        cdrs.clone(),
+    )?;
     if let Some(k) = &cfg.output.kafka {
         output_sinks = output_sinks.with_kafka(KafkaSink::open(k, &cfg.kafka, metrics)?);
     }
@@ -170,7 +171,6 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         ),
         _ => None,
     };
-    let payments_enabled = cfg.revenue.payments.is_some();
     let mut initial_payments = Vec::new();
     let mut bad_payment_lines = Vec::new();
     let mut payment_consumer = None;
@@ -204,12 +204,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         .unwrap_or_default();
     let bad_payments: Vec<DeadLetter> = bad_payment_lines
         .into_iter()
-        .map(|b| DeadLetter {
-            seq: b.line_no,
-            reason: DeadLetterReason::BadPaymentEvent,
-            error: b.error,
-            line: b.line,
-        })
+        .map(BadPayment::into_dead_letter)
         .collect();
     if !bad_payments.is_empty() {
         tracing::warn!(
@@ -254,7 +249,6 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             RevenueWindows::new(stage_cfg.revenue_window),
             LeakageLedger::new(leakage_cfg.clone()),
             reference.clone(),
-            payments_enabled,
             bound,
         )));
         // This worker's share of the last commit's state.
@@ -409,11 +403,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             Vec::new()
         };
         for d in &bad_payments {
-            metrics
-                .decode_errors
-                .get_or_create(&label("reason", d.reason.as_str()))
-                .inc();
-            metrics.dead_letters.inc();
+            count_dead_letter(metrics, d);
         }
         // Chunks in flight before the worker waits for the pipeline to catch up.
         let in_flight = 4 * peers as u64;
@@ -517,17 +507,9 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                     .borrow_mut()
                     .add_payments(polled_payments.drain(..), c.positions());
                 for b in polled_bad.drain(..) {
-                    metrics
-                        .decode_errors
-                        .get_or_create(&label("reason", DeadLetterReason::BadPaymentEvent.as_str()))
-                        .inc();
-                    metrics.dead_letters.inc();
-                    dead_in.send(Output::DeadLetter(DeadLetter {
-                        seq: b.line_no,
-                        reason: DeadLetterReason::BadPaymentEvent,
-                        error: b.error,
-                        line: b.line,
-                    }));
+                    let d = b.into_dead_letter();
+                    count_dead_letter(metrics, &d);
+                    dead_in.send(Output::DeadLetter(d));
                 }
             }
             if let Some(p) = progress.as_mut() {
@@ -592,6 +574,14 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         elapsed: started.elapsed(),
         summary,
     })
+}
+
+/// A dead letter produced outside the decoder (a bad payment event), in the decoder's metrics.
+fn count_dead_letter(m: &Metrics, d: &DeadLetter) {
+    m.decode_errors
+        .get_or_create(&label("reason", d.reason.as_str()))
+        .inc();
+    m.dead_letters.inc();
 }
 
 fn record_stats(m: &Metrics, s: &DecodeStats) {

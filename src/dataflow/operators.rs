@@ -453,8 +453,6 @@ pub struct AggregateState {
     payments_added: u64,
     /// Where a Kafka payments source stands (next offset per partition) after what was added.
     pub payment_positions: BTreeMap<i32, i64>,
-    /// Without a payments source only the meter check applies (nothing could be captured).
-    payments_enabled: bool,
 }
 
 impl AggregateState {
@@ -462,7 +460,6 @@ impl AggregateState {
         revenue: RevenueWindows,
         leakage: LeakageLedger,
         reference: Arc<Reference>,
-        payments_enabled: bool,
         out_of_orderness: Millis,
     ) -> Self {
         AggregateState {
@@ -475,7 +472,6 @@ impl AggregateState {
             payments: BTreeMap::new(),
             payments_added: 0,
             payment_positions: BTreeMap::new(),
-            payments_enabled,
         }
     }
 
@@ -556,18 +552,14 @@ impl AggregateSnapshot {
     }
 }
 
-fn session_facts(s: &SessionRecord, payments_enabled: bool) -> SessionFacts {
+fn session_facts(s: &SessionRecord) -> SessionFacts {
     SessionFacts {
         charge_point_id: s.charge_point_id.clone(),
         connector_id: s.connector_id,
         site_id: s.site_id.clone(),
         transaction_id: s.transaction_id.clone(),
         end_time: s.end_time,
-        amount_due: if payments_enabled {
-            s.total_incl_vat
-        } else {
-            rust_decimal::Decimal::ZERO
-        },
+        amount_due: s.total_incl_vat,
         currency: s.currency.clone(),
         payment_method: s.payment_method.clone(),
         register_energy_wh: s.audit.register_wh,
@@ -609,8 +601,7 @@ pub fn aggregate<'s>(
                     for r in &mut batch {
                         if let Output::Session(s) = r {
                             st.billing.finalize(s, &st.reference);
-                            st.leakage
-                                .on_session(session_facts(s, st.payments_enabled), &mut leaks);
+                            st.leakage.on_session(session_facts(s), &mut leaks);
                             if let Some(row) = st.revenue.add(s) {
                                 added.push(Output::Revenue(row));
                             }

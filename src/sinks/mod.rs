@@ -84,70 +84,53 @@ pub struct OutputSinks {
 }
 
 impl OutputSinks {
-    /// Opens the outputs under `dir`. Parquet tables continue numbering after existing parts;
-    /// JSONL files are appended to.
-    /// `cdrs`: (country code, party id) of `cdrs.jsonl`'s OCPI CDRs, when they are written.
+    /// Opens the outputs under `dir`. Fresh (`restored` is `None`): Parquet tables continue
+    /// numbering after existing parts, JSONL files are appended to. From a commit snapshot
+    /// (see `dataflow::commit`): what was written after that commit is removed, and the rows
+    /// then buffered are buffered again. `cdrs`: (country code, party id) of `cdrs.jsonl`'s
+    /// OCPI CDRs, when they are written.
     pub fn open(
         dir: &Path,
         metrics: Metrics,
+        restored: Option<SinkState>,
         cdrs: Option<(String, String)>,
     ) -> Result<OutputSinks, SinkError> {
+        fn table<R: parquet::ParquetRow>(
+            writer: parquet::ParquetTable<R>,
+            state: Option<(u64, Vec<R>)>,
+        ) -> Result<parquet::ParquetTable<R>, SinkError> {
+            Ok(match state {
+                Some((next_seq, rows)) => writer.restore(next_seq, rows)?,
+                None => writer.resume()?,
+            })
+        }
         std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
+        let lengths = restored.as_ref().map(|s| s.jsonl_lengths);
+        let jsonl =
+            |name: &str, i: usize| JsonlWriter::open_at(&dir.join(name), lengths.map(|l| l[i]));
+        let (sessions, charging_periods, revenue, health) = match restored {
+            Some(s) => (
+                Some(s.sessions),
+                Some(s.charging_periods),
+                Some(s.revenue),
+                Some(s.health),
+            ),
+            None => (None, None, None, None),
+        };
         Ok(OutputSinks {
-            sessions: parquet::sessions_writer(dir).resume()?,
-            charging_periods: parquet::charging_periods_writer(dir).resume()?,
-            revenue: parquet::revenue_writer(dir).resume()?,
-            health: parquet::health_writer(dir).resume()?,
-            anomalies: JsonlWriter::open(&dir.join("anomalies.jsonl"))?,
-            notifications: JsonlWriter::open(&dir.join("notifications.jsonl"))?,
-            dead_letters: JsonlWriter::open(&dir.join("dead-letter.jsonl"))?,
-            leakage: JsonlWriter::open(&dir.join("leakage.jsonl"))?,
+            sessions: table(parquet::sessions_writer(dir), sessions)?,
+            charging_periods: table(parquet::charging_periods_writer(dir), charging_periods)?,
+            revenue: table(parquet::revenue_writer(dir), revenue)?,
+            health: table(parquet::health_writer(dir), health)?,
+            anomalies: jsonl("anomalies.jsonl", 0)?,
+            notifications: jsonl("notifications.jsonl", 1)?,
+            dead_letters: jsonl("dead-letter.jsonl", 2)?,
+            leakage: jsonl("leakage.jsonl", 3)?,
             cdrs: match cdrs {
-                Some((c, p)) => Some((JsonlWriter::open(&dir.join("cdrs.jsonl"))?, c, p)),
-                None => None,
-            },
-            kafka: None,
-            metrics,
-            summary: Summary::default(),
-        })
-    }
-
-    /// Opens the outputs under `dir` as a commit snapshot left them (see `dataflow::commit`):
-    /// what was written after that commit is removed, and the rows then buffered are
-    /// buffered again.
-    pub fn open_restored(
-        dir: &Path,
-        metrics: Metrics,
-        state: SinkState,
-        cdrs: Option<(String, String)>,
-    ) -> Result<OutputSinks, SinkError> {
-        std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let [anomalies, notifications, dead_letters, leakage, cdr_len] = state.jsonl_lengths;
-        Ok(OutputSinks {
-            sessions: parquet::sessions_writer(dir).restore(state.sessions.0, state.sessions.1)?,
-            charging_periods: parquet::charging_periods_writer(dir)
-                .restore(state.charging_periods.0, state.charging_periods.1)?,
-            revenue: parquet::revenue_writer(dir).restore(state.revenue.0, state.revenue.1)?,
-            health: parquet::health_writer(dir).restore(state.health.0, state.health.1)?,
-            anomalies: JsonlWriter::open_at(&dir.join("anomalies.jsonl"), Some(anomalies))?,
-            notifications: JsonlWriter::open_at(
-                &dir.join("notifications.jsonl"),
-                Some(notifications),
-            )?,
-            dead_letters: JsonlWriter::open_at(&dir.join("dead-letter.jsonl"), Some(dead_letters))?,
-            leakage: JsonlWriter::open_at(&dir.join("leakage.jsonl"), Some(leakage))?,
-            cdrs: match cdrs {
-                Some((c, p)) => Some((
-                    JsonlWriter::open_at(&dir.join("cdrs.jsonl"), Some(cdr_len))?,
-                    c,
-                    p,
-                )),
+                Some((c, p)) => Some((jsonl("cdrs.jsonl", 4)?, c, p)),
                 None => None,
             },
             kafka: None,
@@ -266,21 +249,12 @@ impl OutputSinks {
                     self.health.push(h);
                 }
                 Output::Anomaly(a) => {
-                    let kind = label("kind", a.kind.as_str());
-                    match a.state {
-                        AnomalyState::Open => {
-                            *self
-                                .summary
-                                .anomalies
-                                .entry(a.kind.as_str().to_string())
-                                .or_default() += 1;
-                            self.metrics.anomalies.get_or_create(&kind).inc();
-                            self.metrics.anomalies_open.get_or_create(&kind).inc();
-                        }
-                        AnomalyState::Resolved => {
-                            self.metrics.anomalies_open.get_or_create(&kind).dec();
-                        }
-                    }
+                    count_state(
+                        &mut self.summary.anomalies,
+                        (&self.metrics.anomalies, &self.metrics.anomalies_open),
+                        a.kind.as_str(),
+                        a.state,
+                    );
                     self.anomalies.write(&a)?;
                     if let Some(k) = self.kafka.as_mut() {
                         k.anomaly(&a.charge_point_id, &a)?;
@@ -349,21 +323,38 @@ impl OutputSinks {
 
 impl OutputSinks {
     fn write_leakage(&mut self, l: crate::model::LeakageRecord) -> Result<(), SinkError> {
-        let kind = label("kind", l.kind.as_str());
-        match l.state {
-            AnomalyState::Open => {
-                *self
-                    .summary
-                    .leakage
-                    .entry(l.kind.as_str().to_string())
-                    .or_default() += 1;
-                self.metrics.leakage.get_or_create(&kind).inc();
-                self.metrics.leakage_open.get_or_create(&kind).inc();
-            }
-            AnomalyState::Resolved => {
-                self.metrics.leakage_open.get_or_create(&kind).dec();
-            }
-        }
+        count_state(
+            &mut self.summary.leakage,
+            (&self.metrics.leakage, &self.metrics.leakage_open),
+            l.kind.as_str(),
+            l.state,
+        );
         self.leakage.write(&l)
+    }
+}
+
+type KindFamily<M> = prometheus_client::metrics::family::Family<Vec<(&'static str, String)>, M>;
+
+/// Counts a record that opens or resolves (anomalies, leakage): opened per kind in the summary
+/// and the `_total` counter, open now in the gauge.
+fn count_state(
+    summary: &mut BTreeMap<String, u64>,
+    (opened, open): (
+        &KindFamily<prometheus_client::metrics::counter::Counter>,
+        &KindFamily<prometheus_client::metrics::gauge::Gauge>,
+    ),
+    kind: &str,
+    state: AnomalyState,
+) {
+    let labels = label("kind", kind);
+    match state {
+        AnomalyState::Open => {
+            *summary.entry(kind.to_string()).or_default() += 1;
+            opened.get_or_create(&labels).inc();
+            open.get_or_create(&labels).inc();
+        }
+        AnomalyState::Resolved => {
+            open.get_or_create(&labels).dec();
+        }
     }
 }

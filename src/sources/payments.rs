@@ -29,6 +29,18 @@ pub struct BadPayment {
     pub line: String,
 }
 
+impl BadPayment {
+    /// The dead letter of a bad payment event (`seq`: its line number, or Kafka offset).
+    pub fn into_dead_letter(self) -> crate::model::DeadLetter {
+        crate::model::DeadLetter {
+            seq: self.line_no,
+            reason: crate::model::DeadLetterReason::BadPaymentEvent,
+            error: self.error,
+            line: self.line,
+        }
+    }
+}
+
 /// The line as written; checked field by field so that errors name the field and money never
 /// passes through a float.
 #[derive(Deserialize)]

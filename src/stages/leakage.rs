@@ -79,6 +79,9 @@ pub struct LeakageConfig {
     /// Percent of the register energy (2 = 2 %).
     #[serde(with = "rust_decimal::serde::str")]
     pub meter_tolerance_pct: Decimal,
+    /// Whether payment events are joined at all (a payments source is configured); without
+    /// them only `meter_mismatch` is judged.
+    pub payments: bool,
 }
 
 /// What the ledger needs to know about a finished session.
@@ -182,6 +185,19 @@ impl LeakageLedger {
     }
 
     pub fn on_session(&mut self, s: SessionFacts, out: &mut Vec<LeakageRecord>) {
+        let session = Session {
+            connector_id: s.connector_id,
+            site_id: s.site_id.clone(),
+            end_time: s.end_time,
+            amount_due: s.amount_due,
+            currency: s.currency.clone(),
+            payment_method: s.payment_method.clone(),
+        };
+        if !self.cfg.payments {
+            // Nothing can be captured: only the meter check, and nothing to remember.
+            out.extend(meter_leak(&self.cfg, &s, &session, Money::ZERO));
+            return;
+        }
         let cp = s.charge_point_id.clone();
         let entry = self
             .entries
@@ -192,35 +208,7 @@ impl LeakageLedger {
         if entry.session.is_some() {
             return; // repeated facts of a session already known
         }
-        let session = Session {
-            connector_id: s.connector_id,
-            site_id: s.site_id.clone(),
-            end_time: s.end_time,
-            amount_due: s.amount_due,
-            currency: s.currency.clone(),
-            payment_method: s.payment_method.clone(),
-        };
-        if let (Some(reg), Some(smp)) = (s.register_energy_wh, s.sample_energy_wh) {
-            let tol = meter_tolerance(&self.cfg, reg);
-            if Decimal::from(smp.abs_diff(reg)) > tol {
-                let details = json!({
-                    "register_wh": reg,
-                    "samples_wh": smp,
-                    "difference_wh": smp - reg,
-                    "tolerance_wh": tol.floor().to_i64().unwrap_or(i64::MAX),
-                });
-                out.push(record(
-                    LeakageKind::MeterMismatch,
-                    AnomalyState::Open,
-                    &cp,
-                    &s.transaction_id,
-                    &session,
-                    entry.pay.net,
-                    s.end_time,
-                    details,
-                ));
-            }
-        }
+        out.extend(meter_leak(&self.cfg, &s, &session, entry.pay.net));
         entry.session = Some(session);
         let old = entry.expires.take();
         unqueue(&mut self.expiry, old, &cp, &s.transaction_id);
@@ -374,6 +362,37 @@ impl LeakageLedger {
     }
 }
 
+/// A `meter_mismatch` leak when the registers and the meter values disagree beyond the
+/// tolerance (both must be known).
+fn meter_leak(
+    cfg: &LeakageConfig,
+    s: &SessionFacts,
+    session: &Session,
+    captured: Money,
+) -> Option<LeakageRecord> {
+    let (reg, smp) = (s.register_energy_wh?, s.sample_energy_wh?);
+    let tol = meter_tolerance(cfg, reg);
+    if Decimal::from(smp.abs_diff(reg)) <= tol {
+        return None;
+    }
+    let details = json!({
+        "register_wh": reg,
+        "samples_wh": smp,
+        "difference_wh": smp - reg,
+        "tolerance_wh": tol.floor().to_i64().unwrap_or(i64::MAX),
+    });
+    Some(record(
+        LeakageKind::MeterMismatch,
+        AnomalyState::Open,
+        &s.charge_point_id,
+        &s.transaction_id,
+        session,
+        captured,
+        s.end_time,
+        details,
+    ))
+}
+
 fn meter_tolerance(cfg: &LeakageConfig, register_wh: i64) -> Decimal {
     let pct =
         Decimal::from(register_wh.unsigned_abs()) * cfg.meter_tolerance_pct / Decimal::ONE_HUNDRED;
@@ -485,6 +504,7 @@ mod tests {
             amount_tolerance: Decimal::new(1, 2),
             meter_tolerance_wh: 100,
             meter_tolerance_pct: Decimal::new(2, 0),
+            payments: true,
         }
     }
 
@@ -590,6 +610,26 @@ mod tests {
         s.register_energy_wh = Some(10_000);
         l.on_session(s, &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn without_payments_only_meters_are_judged_and_nothing_is_kept() {
+        let mut l = LeakageLedger::new(LeakageConfig {
+            payments: false,
+            ..cfg()
+        });
+        let mut out = vec![];
+        l.on_session(session("T1", "12.50", "card"), &mut out);
+        let mut bad_meter = session("T2", "5.00", "card");
+        bad_meter.register_energy_wh = Some(10_000);
+        bad_meter.sample_energy_wh = Some(5_000);
+        l.on_session(bad_meter, &mut out);
+        l.advance(100 * H, &mut out);
+        assert_eq!(
+            kinds(&out),
+            [(LeakageKind::MeterMismatch, AnomalyState::Open)]
+        );
+        assert_eq!(l.tracked(), 0);
     }
 
     #[test]
