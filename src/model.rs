@@ -456,6 +456,39 @@ pub struct HealthRow {
     pub error_free: f64,
     pub anomaly_free: f64,
     pub open_anomalies: i64,
+    /// The component that cost the most points (weight × (1 − value)); none at 100.
+    pub main_cause: Option<HealthComponent>,
+}
+
+/// The components of a health score (`stages::health`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthComponent {
+    Availability,
+    HeartbeatRegularity,
+    SessionSuccess,
+    ErrorFree,
+    AnomalyFree,
+}
+
+impl HealthComponent {
+    pub const ALL: [HealthComponent; 5] = [
+        HealthComponent::Availability,
+        HealthComponent::HeartbeatRegularity,
+        HealthComponent::SessionSuccess,
+        HealthComponent::ErrorFree,
+        HealthComponent::AnomalyFree,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthComponent::Availability => "availability",
+            HealthComponent::HeartbeatRegularity => "heartbeat_regularity",
+            HealthComponent::SessionSuccess => "session_success",
+            HealthComponent::ErrorFree => "error_free",
+            HealthComponent::AnomalyFree => "anomaly_free",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -467,16 +500,26 @@ pub enum AnomalyKind {
     OverTemperature,
     MeterError,
     StuckSession,
+    PowerDeliveryDegraded,
+    SessionFailures,
+    Underused,
+    ClockSkew,
+    MessageErrors,
 }
 
 impl AnomalyKind {
-    pub const ALL: [AnomalyKind; 6] = [
+    pub const ALL: [AnomalyKind; 11] = [
         AnomalyKind::CommunicationLost,
         AnomalyKind::ConnectorFaulted,
         AnomalyKind::PowerSupply,
         AnomalyKind::OverTemperature,
         AnomalyKind::MeterError,
         AnomalyKind::StuckSession,
+        AnomalyKind::PowerDeliveryDegraded,
+        AnomalyKind::SessionFailures,
+        AnomalyKind::Underused,
+        AnomalyKind::ClockSkew,
+        AnomalyKind::MessageErrors,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -487,6 +530,11 @@ impl AnomalyKind {
             AnomalyKind::OverTemperature => "over_temperature",
             AnomalyKind::MeterError => "meter_error",
             AnomalyKind::StuckSession => "stuck_session",
+            AnomalyKind::PowerDeliveryDegraded => "power_delivery_degraded",
+            AnomalyKind::SessionFailures => "session_failures",
+            AnomalyKind::Underused => "underused",
+            AnomalyKind::ClockSkew => "clock_skew",
+            AnomalyKind::MessageErrors => "message_errors",
         }
     }
 }
@@ -518,6 +566,10 @@ pub struct AnomalyRecord {
     #[serde(with = "crate::time::rfc3339")]
     pub event_time: Millis,
     pub severity: Severity,
+    /// The charger was in a scheduled maintenance window: recorded, but no fault
+    /// notification went out.
+    #[serde(default)]
+    pub during_maintenance: bool,
     pub details: serde_json::Value,
 }
 
@@ -742,8 +794,101 @@ pub enum Output {
     Notification(NotificationRecord),
     DeadLetter(DeadLetter),
     Leakage(LeakageRecord),
+    /// Uptime of one port over one day or month (NEVI, 23 CFR 680.116).
+    Uptime(UptimeRow),
+    /// One outage of one port, written when it ends.
+    Outage(OutageRecord),
+    /// A per-charger fact for the fleet-wide detectors on worker 0 (`stages::fleet`);
+    /// consumed there, never written.
+    Observation(Box<FleetObservation>),
     /// The watermark crossed a flush boundary: sinks may close their files.
     Checkpoint {
         watermark: Millis,
+    },
+}
+
+/// The period of an uptime row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UptimePeriod {
+    Day,
+    Month,
+}
+
+impl UptimePeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UptimePeriod::Day => "day",
+            UptimePeriod::Month => "month",
+        }
+    }
+}
+
+/// Uptime of one port (connector) over one local calendar day or month of its site.
+/// `uptime_pct = 100 × (minutes − (outage_minutes − excluded_minutes)) / minutes`, where
+/// `minutes` are the period's minutes from when evflow first saw the charger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UptimeRow {
+    pub charge_point_id: Arc<str>,
+    pub site_id: Arc<str>,
+    pub connector_id: u32,
+    pub period: UptimePeriod,
+    #[serde(with = "crate::time::rfc3339")]
+    pub period_start: Millis,
+    #[serde(with = "crate::time::rfc3339")]
+    pub period_end: Millis,
+    pub minutes: f64,
+    pub outage_minutes: f64,
+    pub excluded_minutes: f64,
+    pub uptime_pct: f64,
+}
+
+/// One outage of a port: from when it stopped being operational to when it was again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OutageRecord {
+    pub id: String,
+    pub charge_point_id: Arc<str>,
+    pub site_id: Arc<str>,
+    pub connector_id: u32,
+    #[serde(with = "crate::time::rfc3339")]
+    pub start: Millis,
+    #[serde(with = "crate::time::rfc3339")]
+    pub end: Millis,
+    /// What took the port down: `faulted`, `unavailable`, `fault_reported`,
+    /// `charger_down`, `communication_lost`.
+    pub cause: Arc<str>,
+    pub outage_minutes: f64,
+    /// Minutes of the outage outside the operator's control.
+    pub excluded_minutes: f64,
+    /// Why minutes were excluded (`scheduled_maintenance`, `grid_power`, `vehicle`, or a
+    /// configured exclusion's reason); empty when none were.
+    pub exclusion: Arc<str>,
+}
+
+/// What a charger tells the fleet-wide detectors (worker 0). `at` is the charger's event
+/// time when it was observed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetObservation {
+    pub at: Millis,
+    pub charge_point_id: Arc<str>,
+    pub site_id: Arc<str>,
+    pub connector_id: u32,
+    pub what: Observed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Observed {
+    /// The connector can (or can no longer) take a session: Available, charger online and
+    /// operative, not in maintenance.
+    Usable(bool),
+    /// A session started.
+    SessionStarted,
+    /// A session's delivery so far: the best power among its first charging samples, as a
+    /// share of the charger's rated power, and the state-of-charge band it was seen in.
+    Delivery {
+        model: Arc<str>,
+        ratio: f64,
+        soc_band: u8,
+        power_w: f64,
     },
 }

@@ -343,7 +343,10 @@ pub fn sink_order(a: &Output, b: &Output) -> Ordering {
             Output::Health(_) => 4,
             Output::Revenue(_) => 5,
             Output::Leakage(_) => 6,
-            Output::Checkpoint { .. } => 7,
+            Output::Uptime(_) => 7,
+            Output::Outage(_) => 8,
+            Output::Observation(_) => 9,
+            Output::Checkpoint { .. } => 10,
         }
     }
     match (a, b) {
@@ -434,6 +437,23 @@ pub fn sink_order(a: &Output, b: &Output) -> Ordering {
                 y.kind,
                 y.state,
             )),
+        (Output::Uptime(x), Output::Uptime(y)) => (
+            x.period_start,
+            x.period,
+            &x.charge_point_id,
+            x.connector_id,
+        )
+            .cmp(&(
+                y.period_start,
+                y.period,
+                &y.charge_point_id,
+                y.connector_id,
+            )),
+        (Output::Outage(x), Output::Outage(y)) => (x.end, &x.charge_point_id, x.connector_id, x.start)
+            .cmp(&(y.end, &y.charge_point_id, y.connector_id, y.start)),
+        (Output::Observation(x), Output::Observation(y)) => {
+            (x.at, &x.charge_point_id, x.connector_id).cmp(&(y.at, &y.charge_point_id, y.connector_id))
+        }
         (Output::Checkpoint { watermark: x }, Output::Checkpoint { watermark: y }) => x.cmp(y),
         _ => rank(a).cmp(&rank(b)),
     }

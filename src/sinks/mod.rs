@@ -287,6 +287,10 @@ impl OutputSinks {
                     }
                 }
                 Output::Leakage(l) => self.write_leakage(l)?,
+                // Uptime and outages: written by the uptime tables (see parquet.rs).
+                Output::Uptime(_) | Output::Outage(_) => {}
+                // Consumed by the fleet detectors; never reaches a sink.
+                Output::Observation(_) => {}
                 Output::Checkpoint { .. } => self.flush()?,
             }
         }

@@ -1150,6 +1150,7 @@ impl ParquetRow for HealthRow {
                     error_free: error_free.value(i),
                     anomaly_free: anomaly_free.value(i),
                     open_anomalies: open_anomalies.value(i),
+                    main_cause: None,
                 })
             })
             .collect()

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::config::AnomalyConfig;
+use crate::config::{AnomalyConfig, MaintenanceWindow};
 use crate::model::{
     stable_id, AnomalyKind, AnomalyRecord, AnomalyState, MeterSample, Millis, Output, Severity,
 };
@@ -43,6 +43,20 @@ pub struct AnomalyBook {
 pub struct Subject<'a> {
     pub charge_point_id: &'a Arc<str>,
     pub site_id: &'a Arc<str>,
+    /// The charger's scheduled maintenance windows: records stamped inside one are marked
+    /// `during_maintenance`.
+    pub maintenance: &'a [MaintenanceWindow],
+}
+
+impl Subject<'_> {
+    pub fn in_maintenance(&self, at: Millis) -> bool {
+        in_maintenance(self.maintenance, at)
+    }
+}
+
+/// Whether `t` falls in one of the windows (start inclusive, end exclusive).
+pub fn in_maintenance(windows: &[MaintenanceWindow], t: Millis) -> bool {
+    windows.iter().any(|m| m.start.0 <= t && t < m.end.0)
 }
 
 impl AnomalyBook {
@@ -108,6 +122,7 @@ impl AnomalyBook {
             connector_id,
             event_time: at,
             severity,
+            during_maintenance: subject.in_maintenance(at),
             details,
         }));
         Some(id)
@@ -144,6 +159,7 @@ impl AnomalyBook {
             connector_id,
             event_time: at.max(a.since),
             severity: a.severity,
+            during_maintenance: subject.in_maintenance(at.max(a.since)),
             details,
         }));
         true
@@ -416,6 +432,7 @@ mod tests {
         let subject = Subject {
             charge_point_id: &cp,
             site_id: &site,
+            maintenance: &[],
         };
         let mut book = AnomalyBook::default();
         let mut out = vec![];

@@ -16,7 +16,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::anomalies::{AnomalyBook, SampleDetectors, Subject};
+use super::anomalies::{in_maintenance, AnomalyBook, SampleDetectors, Subject};
 use super::health::{ChargerHealth, Conditions};
 use super::notifications::{notify, RecentUsers, OPERATOR, PUBLIC};
 use super::sessions::OpenSession;
@@ -140,9 +140,6 @@ fn connector(list: &mut Vec<ConnectorState>, id: u32) -> &mut ConnectorState {
     &mut list[i]
 }
 
-fn in_maintenance(windows: &[MaintenanceWindow], t: Millis) -> bool {
-    windows.iter().any(|m| m.start.0 <= t && t < m.end.0)
-}
 
 /// The next timer of a charger.
 enum Timer {
@@ -359,6 +356,7 @@ impl ChargerStages {
         let subject = Subject {
             charge_point_id: &st.id,
             site_id: &st.station.site_id,
+            maintenance: &st.maintenance,
         };
 
         if st.book.is_open(AnomalyKind::CommunicationLost, None) {
@@ -895,6 +893,7 @@ fn close_session(
     let subject = Subject {
         charge_point_id: &st.id,
         site_id: &st.station.site_id,
+        maintenance: &st.maintenance,
     };
     st.book.resolve(
         &subject,
@@ -1032,6 +1031,7 @@ fn advance(
         let subject = Subject {
             charge_point_id: &st.id,
             site_id: &st.station.site_id,
+            maintenance: &st.maintenance,
         };
         match next {
             Timer::HealthWindow(end) => {

@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-use crate::model::{ConnectorStatus, HealthLevel, HealthRow, Millis};
+use crate::model::{ConnectorStatus, HealthComponent, HealthLevel, HealthRow, Millis};
 
 pub const WEIGHTS: [f64; 5] = [0.35, 0.20, 0.15, 0.10, 0.20];
 
@@ -47,6 +47,19 @@ pub fn score(availability: f64, heartbeat: f64, sessions: f64, errors: f64, anom
             + WEIGHTS[3] * errors
             + WEIGHTS[4] * anomalies);
     (s * 100.0).round() / 100.0
+}
+
+/// The component that cost the most points, `None` for a perfect score. Ties go to the
+/// component listed first in [`HealthComponent::ALL`] (availability first: it says most).
+pub fn main_cause(components: [f64; 5]) -> Option<HealthComponent> {
+    let mut best: Option<(HealthComponent, f64)> = None;
+    for (i, c) in HealthComponent::ALL.into_iter().enumerate() {
+        let loss = WEIGHTS[i] * (1.0 - components[i]);
+        if loss > 1e-9 && best.is_none_or(|(_, l)| loss > l + 1e-12) {
+            best = Some((c, loss));
+        }
+    }
+    best.map(|(c, _)| c)
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -215,6 +228,7 @@ impl ChargerHealth {
             error_free: e,
             anomaly_free: an,
             open_anomalies,
+            main_cause: main_cause([a, heartbeat, s, e, an]),
         };
         let first = rows.len();
         for c in &self.connectors {
@@ -305,6 +319,7 @@ pub fn site_row(chargers: &[&HealthRow]) -> Option<HealthRow> {
         error_free: e,
         anomaly_free: an,
         open_anomalies: chargers.iter().map(|r| r.open_anomalies).sum(),
+        main_cause: main_cause([a, h, s, e, an]),
     })
 }
 
