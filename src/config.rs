@@ -118,6 +118,8 @@ pub struct DataflowConfig {
     pub tariffs: Vec<TariffConfig>,
     #[serde(default)]
     pub maintenance: Vec<MaintenanceWindow>,
+    #[serde(default)]
+    pub uptime: UptimeConfig,
     /// Kafka client settings shared by the Kafka source and sinks.
     #[serde(default)]
     pub kafka: KafkaConfig,
@@ -407,6 +409,9 @@ pub struct Site {
     /// IANA time zone, e.g. `Europe/Amsterdam`; absent: `registry.default_time_zone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// Nominal phase voltage of the site's supply, V (e.g. 230, 120, 277).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nominal_voltage_v: Option<f64>,
 }
 
 /// A subscription plan: a monthly fee, energy included per account and calendar month,
@@ -445,6 +450,10 @@ pub struct Station {
     /// `ocpp_version` wins over this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ocpp_version: Option<String>,
+    /// Nominal phase voltage of the supply, V (`power_supply` bands); absent: the site's,
+    /// else `anomalies.nominal_voltage_v`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nominal_voltage_v: Option<f64>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -615,6 +624,75 @@ pub struct AnomalyConfig {
     /// Rated power assumed for chargers without one in the registry, W.
     #[serde(default = "defaults::default_max_power")]
     pub default_max_power_w: f64,
+    /// Grid frequency and its allowed deviation, percent (EN 50160: 50 Hz ± 1 %).
+    #[serde(default = "defaults::nominal_frequency")]
+    pub nominal_frequency_hz: f64,
+    #[serde(default = "defaults::frequency_band_pct")]
+    pub frequency_band_pct: f64,
+    /// `clock_skew`: the charger's clock is off by more than this (estimated from the
+    /// freshest of its recent timestamps against receive time).
+    #[serde(default = "defaults::clock_skew_threshold")]
+    pub clock_skew_threshold: Duration,
+    /// `message_errors`: at least `message_errors_min` CALLERRORs or rejected frames within
+    /// `message_errors_window`.
+    #[serde(default = "defaults::message_errors_window")]
+    pub message_errors_window: Duration,
+    #[serde(default = "defaults::message_errors_min")]
+    pub message_errors_min: u32,
+    /// `session_failures`: this many consecutive sessions on a connector that delivered
+    /// less than `failed_session_wh` or stopped for an error reason.
+    #[serde(default = "defaults::failed_sessions_run")]
+    pub failed_sessions_run: u32,
+    #[serde(default = "defaults::failed_session_wh")]
+    pub failed_session_wh: i64,
+    /// Fleet-wide detectors (`stages::fleet`): `power_delivery_degraded` and `underused`.
+    #[serde(default)]
+    pub fleet: FleetDetectorConfig,
+}
+
+/// `[anomalies.fleet]`: the detectors that learn from the whole fleet (docs/detectors.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetDetectorConfig {
+    /// Charging samples (power above `idle_power_w`) a session's delivery is judged on.
+    #[serde(default = "defaults::delivery_samples")]
+    pub delivery_samples: u32,
+    /// A session is weak when its best power share is below both this fraction of its
+    /// model's median and the model's `weak_quantile`.
+    #[serde(default = "defaults::weak_fraction")]
+    pub weak_fraction: f64,
+    #[serde(default = "defaults::weak_quantile")]
+    pub weak_quantile: f64,
+    /// Consecutive weak sessions on a connector that open `power_delivery_degraded`.
+    #[serde(default = "defaults::degraded_sessions")]
+    pub degraded_sessions: u32,
+    /// Prior for a model's delivery (share of rated power), worth `prior_weight` sessions.
+    #[serde(default = "defaults::prior_delivery_ratio")]
+    pub prior_delivery_ratio: f64,
+    #[serde(default = "defaults::prior_weight")]
+    pub prior_weight: f64,
+    /// `underused`: open when a usable, idle connector's expected session count since its
+    /// last session reaches this (P(no session) = e^-x: 7 → 0.09 %) …
+    #[serde(default = "defaults::underused_min_expected")]
+    pub underused_min_expected: f64,
+    /// … and its site peers started at least this many sessions meanwhile.
+    #[serde(default = "defaults::underused_min_peer_sessions")]
+    pub underused_min_peer_sessions: u32,
+    /// Prior demand: sessions per connector per day, and its shape over the 24 local hours
+    /// (relative weights, normalised; the same every day of the week until learned).
+    #[serde(default = "defaults::prior_sessions_per_day")]
+    pub prior_sessions_per_day: f64,
+    #[serde(default = "defaults::prior_hourly_profile")]
+    pub prior_hourly_profile: Vec<f64>,
+    /// Learned counts decay with this half-life, so baselines follow the fleet.
+    #[serde(default = "defaults::baseline_half_life")]
+    pub baseline_half_life: Duration,
+}
+
+impl Default for FleetDetectorConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults are valid")
+    }
 }
 
 impl Default for AnomalyConfig {
@@ -720,6 +798,33 @@ pub struct TariffConfig {
     /// VAT rate in percent.
     #[serde(default = "defaults::zero")]
     pub vat_pct: Dec,
+}
+
+/// `[uptime]`: per-port uptime (NEVI, 23 CFR 680.116; `stages::uptime`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UptimeConfig {
+    /// Outages outside the operator's control that evflow cannot see in the traffic
+    /// (vandalism, natural disasters, hours a station is closed): the time they cover is
+    /// excluded from a port's outage minutes. Scheduled maintenance comes from
+    /// `[[maintenance]]`; grid power and vehicle faults from the traffic.
+    #[serde(default)]
+    pub exclusions: Vec<UptimeExclusion>,
+}
+
+/// One operator-declared exclusion for a charger or a whole site.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UptimeExclusion {
+    #[serde(default)]
+    pub charge_point_id: Option<String>,
+    #[serde(default)]
+    pub site_id: Option<String>,
+    pub start: Instant,
+    pub end: Instant,
+    /// Written into the outage records, e.g. `vandalism`, `natural_disaster`,
+    /// `station_closed`.
+    pub reason: String,
 }
 
 /// A scheduled maintenance window for a charger or a whole site.
@@ -927,6 +1032,64 @@ mod defaults {
     }
     pub fn default_max_power() -> f64 {
         350_000.0
+    }
+    pub fn nominal_frequency() -> f64 {
+        50.0
+    }
+    pub fn frequency_band_pct() -> f64 {
+        1.0
+    }
+    pub fn clock_skew_threshold() -> Duration {
+        Duration(120_000)
+    }
+    pub fn message_errors_window() -> Duration {
+        Duration(10 * 60_000)
+    }
+    pub fn message_errors_min() -> u32 {
+        5
+    }
+    pub fn failed_sessions_run() -> u32 {
+        3
+    }
+    pub fn failed_session_wh() -> i64 {
+        100
+    }
+    pub fn delivery_samples() -> u32 {
+        3
+    }
+    pub fn weak_fraction() -> f64 {
+        0.5
+    }
+    pub fn weak_quantile() -> f64 {
+        0.02
+    }
+    pub fn degraded_sessions() -> u32 {
+        3
+    }
+    pub fn prior_delivery_ratio() -> f64 {
+        0.8
+    }
+    pub fn prior_weight() -> f64 {
+        10.0
+    }
+    pub fn underused_min_expected() -> f64 {
+        7.0
+    }
+    pub fn underused_min_peer_sessions() -> u32 {
+        2
+    }
+    pub fn prior_sessions_per_day() -> f64 {
+        4.0
+    }
+    /// Quiet nights, morning and evening peaks (a typical public charging day).
+    pub fn prior_hourly_profile() -> Vec<f64> {
+        vec![
+            0.15, 0.1, 0.1, 0.1, 0.15, 0.3, 0.7, 1.3, 1.6, 1.5, 1.2, 1.1, 1.2, 1.2, 1.1, 1.2, 1.4,
+            1.7, 1.7, 1.4, 1.0, 0.7, 0.4, 0.25,
+        ]
+    }
+    pub fn baseline_half_life() -> Duration {
+        Duration(7 * 86_400_000)
     }
     pub fn almost_complete_soc() -> f64 {
         80.0

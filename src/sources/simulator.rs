@@ -591,6 +591,7 @@ impl Fleet {
                 connectors: Some(c.connectors),
                 connector_tariffs: Default::default(),
                 ocpp_version: None,
+                nominal_voltage_v: None,
             })
             .collect();
         // Subscribers share accounts in pairs (a household, a company's two cars), so an
@@ -621,6 +622,7 @@ impl Fleet {
                 site_id: s.clone(),
                 tariff_id: None,
                 time_zone: Some(SITE_TIME_ZONE.to_string()),
+                nominal_voltage_v: None,
             })
             .collect();
         let plans = vec![crate::config::Plan {

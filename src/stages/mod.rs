@@ -21,6 +21,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::config::{
+    UptimeExclusion,
     AnomalyConfig, ConfigError, DataflowConfig, MaintenanceWindow, NotificationConfig, Registry,
 };
 use crate::model::Millis;
@@ -33,6 +34,7 @@ pub struct Reference {
     tokens: FxHashMap<String, TokenRef>,
     pub default_station: StationRef,
     pub maintenance: Vec<MaintenanceWindow>,
+    pub exclusions: Vec<UptimeExclusion>,
     ad_hoc: Arc<str>,
     plans: FxHashMap<String, Arc<PlanRef>>,
     /// Payment fees by method: (percent, fixed).
@@ -70,6 +72,8 @@ pub struct StationRef {
     pub connector_tariffs: Vec<(u32, Arc<TariffRef>)>,
     pub time_zone: Tz,
     pub max_power_w: f64,
+    /// Nominal phase voltage of the supply, V.
+    pub nominal_voltage_v: f64,
 }
 
 impl StationRef {
@@ -81,6 +85,7 @@ impl StationRef {
             connector_tariffs: Vec::new(),
             time_zone: chrono_tz::UTC,
             max_power_w: 0.0,
+            nominal_voltage_v: 0.0,
         }
     }
 
@@ -145,13 +150,15 @@ impl Reference {
             }
             t
         };
-        let mut sites: FxHashMap<&str, (Option<Arc<TariffRef>>, Tz)> = FxHashMap::default();
+        let nominal_v = cfg.anomalies.nominal_voltage_v;
+        let mut sites: FxHashMap<&str, (Option<Arc<TariffRef>>, Tz, f64)> = FxHashMap::default();
         for site in &registry.sites {
             let tz = match &site.time_zone {
                 Some(z) => zone(z)?,
                 None => default_zone,
             };
-            sites.insert(&site.site_id, (lookup(site.tariff_id.as_ref()), tz));
+            let v = site.nominal_voltage_v.unwrap_or(nominal_v);
+            sites.insert(&site.site_id, (lookup(site.tariff_id.as_ref()), tz, v));
         }
         let default_station = StationRef {
             site_id: Arc::from(cfg.registry.default_site.as_str()),
@@ -159,13 +166,14 @@ impl Reference {
             connector_tariffs: Vec::new(),
             time_zone: default_zone,
             max_power_w: cfg.anomalies.default_max_power_w,
+            nominal_voltage_v: nominal_v,
         };
         let mut stations = FxHashMap::default();
         for s in &registry.stations {
-            let (site_tariff, tz) = sites
+            let (site_tariff, tz, site_v) = sites
                 .get(s.site_id.as_str())
                 .cloned()
-                .unwrap_or((None, default_zone));
+                .unwrap_or((None, default_zone, nominal_v));
             let tariff = lookup(s.tariff_id.as_ref())
                 .or(site_tariff)
                 .unwrap_or_else(|| default_tariff.clone());
@@ -182,6 +190,7 @@ impl Reference {
                     connector_tariffs,
                     time_zone: tz,
                     max_power_w: s.max_power_w.unwrap_or(cfg.anomalies.default_max_power_w),
+                    nominal_voltage_v: s.nominal_voltage_v.unwrap_or(site_v),
                 },
             );
         }
@@ -244,6 +253,7 @@ impl Reference {
             tokens,
             default_station,
             maintenance: cfg.maintenance.clone(),
+            exclusions: cfg.uptime.exclusions.clone(),
             ad_hoc: Arc::from("ad_hoc"),
             plans,
             fees,
@@ -276,6 +286,18 @@ impl Reference {
     /// A payment method's fee: (percent, fixed); none configured: no fee.
     pub fn fee(&self, payment_method: &str) -> (rust_decimal::Decimal, rust_decimal::Decimal) {
         self.fees.get(payment_method).copied().unwrap_or_default()
+    }
+
+    /// Operator-declared uptime exclusions that apply to a charger.
+    pub fn exclusions_for(&self, charge_point_id: &str, site_id: &str) -> Vec<UptimeExclusion> {
+        self.exclusions
+            .iter()
+            .filter(|m| {
+                m.charge_point_id.as_deref() == Some(charge_point_id)
+                    || (m.charge_point_id.is_none() && m.site_id.as_deref() == Some(site_id))
+            })
+            .cloned()
+            .collect()
     }
 
     /// Maintenance windows that apply to a charger.
