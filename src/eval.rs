@@ -309,7 +309,7 @@ pub fn format_table(r: &EvalReport) -> String {
     fn row(out: &mut String, name: &str, s: &Scores) -> fmt::Result {
         writeln!(
             out,
-            "{name:<20} {:>6} {:>6} {:>5} {:>5} {:>5} {:>9} {:>7} {:>10} {:>9} {:>9}",
+            "{name:<24} {:>6} {:>6} {:>5} {:>5} {:>5} {:>9} {:>7} {:>10} {:>9} {:>9}",
             s.labels,
             s.detections,
             s.true_positives,
@@ -326,7 +326,7 @@ pub fn format_table(r: &EvalReport) -> String {
     let write = |out: &mut String| -> fmt::Result {
         writeln!(
             out,
-            "{:<20} {:>6} {:>6} {:>5} {:>5} {:>5} {:>9} {:>7} {:>10} {:>9} {:>9}",
+            "{:<24} {:>6} {:>6} {:>5} {:>5} {:>5} {:>9} {:>7} {:>10} {:>9} {:>9}",
             "kind",
             "labels",
             "detect",
@@ -382,6 +382,7 @@ mod tests {
             connector_id: conn,
             event_time: T0 + at,
             severity: Severity::Critical,
+            during_maintenance: false,
             details: serde_json::json!({}),
         }
     }

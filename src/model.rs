@@ -53,6 +53,9 @@ pub struct Event {
     /// When it happened at the charger (the payload's timestamp where it has one and it is
     /// within the configured clock-skew tolerance of `receive_time`; else `receive_time`).
     pub event_time: Millis,
+    /// The charger's timestamp minus `receive_time`, ms (saturated), when the payload had
+    /// one — even when it was too far off to become the event time (`clock_skew`).
+    pub clock_offset_ms: Option<i32>,
     pub kind: EventKind,
 }
 
@@ -122,6 +125,9 @@ pub enum EventKind {
         message_id: MessageId,
         error_code: Arc<str>,
     },
+    /// A frame from this charger that was dead-lettered (its dead letter says why); kept so
+    /// that error rates can be computed (`message_errors`).
+    Rejected { reason: DeadLetterReason },
 }
 
 impl EventKind {
@@ -138,6 +144,7 @@ impl EventKind {
             EventKind::Authorize { .. } => "Authorize",
             EventKind::CallResult { .. } => "CALLRESULT",
             EventKind::CallError { .. } => "CALLERROR",
+            EventKind::Rejected { .. } => "Rejected",
         }
     }
 }

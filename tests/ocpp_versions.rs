@@ -638,3 +638,295 @@ fn a_1_6_and_a_2_0_1_network_give_the_same_sessions_and_anomalies() {
         iso(at("12:20:00"))
     )));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every detector on both versions
+// ---------------------------------------------------------------------------------------------
+
+/// A charger's life: boot at 08:00 with `interval` s heartbeats (the charger's own, from the
+/// BootNotification's CALLRESULT) until 16:00, silent in `silences` (a boot ends each).
+fn life(tr: &mut Traffic, cp: &str, connectors: u32, interval: i64, silences: &[(i64, i64)]) {
+    let boot = |tr: &mut Traffic, t: i64| {
+        let result = json!({"currentTime": iso(t), "interval": interval, "status": "Accepted"});
+        match tr.version {
+            OcppVersion::V16 => tr.call(
+                t,
+                cp,
+                "BootNotification",
+                json!({"chargePointVendor": "Alfen BV", "chargePointModel": "NG920-61023"}),
+                Some(result),
+            ),
+            OcppVersion::V201 => tr.call(
+                t,
+                cp,
+                "BootNotification",
+                json!({"reason": "PowerUp", "chargingStation": {"vendorName": "Alfen BV", "model": "NG920-61023"}}),
+                Some(result),
+            ),
+        }
+    };
+    boot(tr, at("08:00:00"));
+    for c in 1..=connectors {
+        status(tr, at("08:00:01"), cp, c, "Available", "Available");
+    }
+    for &(_, back) in silences {
+        boot(tr, back);
+    }
+    let mut t = at("08:00:00") + interval * 1000;
+    while t <= at("16:00:00") {
+        if !silences.iter().any(|&(s, e)| t >= s && t <= e) {
+            tr.call(t, cp, "Heartbeat", json!({}), Some(json!({"currentTime": iso(t)})));
+        }
+        t += interval * 1000;
+    }
+}
+
+/// A MeterValues outside a transaction, stamped `stamp` (the charger's clock).
+fn meter(tr: &mut Traffic, t: i64, stamp: i64, cp: &str, values: &[(&str, Option<&str>, f64, &str)]) {
+    let sampled: Vec<Value> = values
+        .iter()
+        .map(|(measurand, phase, v, unit)| {
+            let mut s = match tr.version {
+                OcppVersion::V16 => json!({"value": format!("{v}"), "measurand": measurand, "unit": unit}),
+                OcppVersion::V201 => json!({"value": v, "measurand": measurand, "unitOfMeasure": {"unit": unit}}),
+            };
+            if let Some(p) = phase {
+                s["phase"] = (*p).into();
+            }
+            s
+        })
+        .collect();
+    let mv = json!([{"timestamp": iso(stamp), "sampledValue": sampled}]);
+    let payload = match tr.version {
+        OcppVersion::V16 => json!({"connectorId": 1, "meterValue": mv}),
+        OcppVersion::V201 => json!({"evseId": 1, "meterValue": mv}),
+    };
+    tr.call(t, cp, "MeterValues", payload, Some(json!({})));
+}
+
+fn supply(v: [f64; 3], hz: f64) -> Vec<(&'static str, Option<&'static str>, f64, &'static str)> {
+    vec![
+        ("Voltage", Some("L1-N"), v[0], "V"),
+        ("Voltage", Some("L2-N"), v[1], "V"),
+        ("Voltage", Some("L3-N"), v[2], "V"),
+        ("Frequency", None, hz, "Hertz"),
+    ]
+}
+
+/// A session of the detector scenario: `samples` 5-minute samples at `power_w`.
+#[allow(clippy::too_many_arguments)]
+fn plain_session(
+    tr: &mut Traffic,
+    cp: &str,
+    connector: u32,
+    n: i64,
+    start: i64,
+    samples: i64,
+    power_w: i64,
+    meter_start: i64,
+    reason: &'static str,
+) {
+    let step_wh = power_w / 12;
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let s = Session {
+        cp: leak(cp.to_string()),
+        connector,
+        tag: "CARD-1",
+        tx16: n,
+        tx201: leak(format!("{cp}-{n}")),
+        start,
+        stop: start + samples.max(0) * 300_000 + 120_000,
+        meter_start,
+        step_wh,
+        samples,
+        meter_stop: meter_start + samples * step_wh,
+        reason: Some(reason),
+        late_token: false,
+        evse_once: false,
+    };
+    session(tr, &s);
+}
+
+fn detector_scenario(version: OcppVersion) -> Traffic {
+    let mut tr = Traffic::new(version);
+    // CP-P: supply. L2 undervoltage 09:00–09:10, frequency 10:00–10:10, then a power loss
+    // during a session (silent 11:01–11:05, back with a boot at 11:05).
+    life(&mut tr, "CP-P", 2, 300, &[(at("11:01:00"), at("11:05:00"))]);
+    for (hms, v, hz) in [
+        ("08:50:00", [231.0, 229.0, 230.5], 50.01),
+        ("08:55:00", [231.0, 229.0, 230.5], 49.98),
+        ("09:00:00", [231.0, 190.0, 230.5], 50.0),
+        ("09:05:00", [231.0, 188.5, 230.5], 50.0),
+        ("09:10:00", [231.0, 229.0, 230.5], 50.0),
+        ("09:15:00", [231.0, 229.0, 230.5], 50.0),
+        ("10:00:00", [231.0, 229.0, 230.5], 48.9),
+        ("10:05:00", [231.0, 229.0, 230.5], 48.8),
+        ("10:10:00", [231.0, 229.0, 230.5], 50.0),
+        ("10:15:00", [231.0, 229.0, 230.5], 50.0),
+    ] {
+        meter(&mut tr, at(hms), at(hms), "CP-P", &supply(v, hz));
+    }
+    // The session on connector 2 from 10:30; its stop comes after the reboot.
+    let s = Session {
+        cp: "CP-P",
+        connector: 2,
+        tag: "CARD-1",
+        tx16: 501,
+        tx201: "p-501",
+        start: at("10:30:00"),
+        stop: at("11:05:30"),
+        meter_start: 1_000,
+        step_wh: 900,
+        samples: 6,
+        meter_stop: 6_400,
+        reason: Some("PowerLoss"),
+        late_token: false,
+        evse_once: false,
+    };
+    session(&mut tr, &s);
+
+    // CP-C: its clock runs 10 minutes ahead from 09:00 to 10:00.
+    life(&mut tr, "CP-C", 1, 300, &[]);
+    let mut t = at("08:30:00");
+    while t <= at("10:30:00") {
+        let skew = if (at("09:00:00")..at("10:00:00")).contains(&t) { 600_000 } else { 0 };
+        meter(&mut tr, t, t + skew, "CP-C", &supply([230.0; 3], 50.0));
+        t += 300_000;
+    }
+
+    // CP-E: three CALLERRORs and two rejected frames within five minutes from 09:00.
+    life(&mut tr, "CP-E", 1, 300, &[]);
+    for k in 0..5i64 {
+        let t = at("09:00:00") + k * 60_000;
+        let frame = if k < 3 {
+            json!([4, format!("backend-{k}"), "InternalError", "boom", {}])
+        } else {
+            let payload = match version {
+                OcppVersion::V16 => json!({"connectorId": 1}),
+                OcppVersion::V201 => json!({"evseId": 1}),
+            };
+            json!([2, format!("bad-{k}"), "MeterValues", payload])
+        };
+        tr.push(t, "CP-E", frame, None);
+    }
+
+    // CP-F: three sessions in a row that deliver nothing, then one that delivers.
+    life(&mut tr, "CP-F", 1, 300, &[]);
+    for (n, hms, reason) in [
+        (601, "09:00:00", "EmergencyStop"),
+        (602, "09:20:00", "Local"),
+        (603, "09:40:00", "EVDisconnected"),
+    ] {
+        plain_session(&mut tr, "CP-F", 1, n, at(hms), 0, 0, 5_000, reason);
+    }
+    plain_session(&mut tr, "CP-F", 1, 604, at("10:30:00"), 6, 11_000, 5_000, "EVDisconnected");
+
+    // CP-L: a 60 s heartbeat interval from its BootNotification, silent 09:00–09:30.
+    life(&mut tr, "CP-L", 1, 60, &[(at("09:00:30"), at("09:30:00"))]);
+
+    // CP-S: a session stuck without power from 10:05 (Charging, 0 W) for 25 minutes.
+    life(&mut tr, "CP-S", 1, 300, &[]);
+    let s = Session {
+        cp: "CP-S",
+        connector: 1,
+        tag: "CARD-1",
+        tx16: 701,
+        tx201: "s-701",
+        start: at("10:00:00"),
+        stop: at("10:40:00"),
+        meter_start: 2_000,
+        step_wh: 0,
+        samples: 7,
+        meter_stop: 2_000,
+        reason: Some("Remote"),
+        late_token: false,
+        evse_once: false,
+    };
+    session(&mut tr, &s);
+
+    // CP-M: its register jumps backwards by 5 MWh at 09:10.
+    life(&mut tr, "CP-M", 1, 300, &[]);
+    for (hms, kwh) in [("09:00:00", 12_000.0), ("09:05:00", 12_001.0), ("09:10:00", 7_001.0), ("09:15:00", 7_002.0)] {
+        meter(&mut tr, at(hms), at(hms), "CP-M", &[("Energy.Active.Import.Register", None, kwh, "kWh")]);
+    }
+
+    // Fleet: CP-D1, CP-D2 (same model) deliver 0.9 of their 22 kW; CP-D3 connector 1 gives
+    // three cars in a row 1.1 kW.
+    for cp in ["CP-D1", "CP-D2", "CP-D3"] {
+        life(&mut tr, cp, 2, 300, &[]);
+    }
+    let mut n = 800;
+    for k in 0..4i64 {
+        for (cp, c) in [("CP-D1", 1), ("CP-D2", 1), ("CP-D1", 2), ("CP-D2", 2)] {
+            n += 1;
+            let start = at("08:10:00") + k * 3_000_000 + c as i64 * 60_000;
+            plain_session(&mut tr, cp, c, n, start, 6, 19_800, 100_000 + k * 12_000, "EVDisconnected");
+        }
+    }
+    for k in 0..3i64 {
+        n += 1;
+        let start = at("09:00:00") + k * 3_000_000;
+        plain_session(&mut tr, "CP-D3", 1, n, start, 6, 1_100, 50_000 + k * 600, "EVDisconnected");
+    }
+    tr
+}
+
+fn run_scenario(dir: &Path, version: OcppVersion) -> std::path::PathBuf {
+    let name = match version {
+        OcppVersion::V16 => "detectors-v16",
+        OcppVersion::V201 => "detectors-v201",
+    };
+    let input = dir.join(format!("{name}.jsonl"));
+    detector_scenario(version).write(&input);
+    let reg = dir.join(format!("registry-{name}.json"));
+    let stations: Vec<Value> = ["CP-P", "CP-C", "CP-E", "CP-F", "CP-L", "CP-S", "CP-M", "CP-D1", "CP-D2", "CP-D3"]
+        .iter()
+        .map(|cp| json!({"charge_point_id": cp, "site_id": "SITE-1", "max_power_w": 22000.0, "connectors": 2, "ocpp_version": version.as_str()}))
+        .collect();
+    std::fs::write(&reg, json!({"stations": stations, "tokens": [{"id_tag": "CARD-1", "payment_method": "card"}]}).to_string()).unwrap();
+    let dataflow = file_dataflow(dir, &input, Some(&reg), "");
+    let out = dir.join(format!("out-{name}"));
+    run_ok(&["run", dataflow.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    out
+}
+
+#[test]
+fn every_per_charger_detector_fires_alike_on_1_6_and_2_0_1() {
+    let _g = serial();
+    let dir = tmp_dir("detector-versions");
+    let out16 = run_scenario(&dir, OcppVersion::V16);
+    let out201 = run_scenario(&dir, OcppVersion::V201);
+    let (a16, a201) = (anomalies(&out16), anomalies(&out201));
+    assert_eq!(a16, a201, "anomalies differ between 1.6 and 2.0.1");
+    let t = |hms: &str, ms: i64| iso(at(hms) + ms);
+    let want: BTreeSet<(String, Option<u64>, String, String, String)> = [
+        ("CP-P", Some(1), "power_supply", "open", t("09:00:00", 0)),
+        ("CP-P", Some(1), "power_supply", "resolved", t("09:10:00", 0)),
+        ("CP-P", Some(1), "power_supply", "open", t("10:00:00", 0)),
+        ("CP-P", Some(1), "power_supply", "resolved", t("10:10:00", 0)),
+        // from the last message before the outage (the 11:00 heartbeat) to the reboot
+        ("CP-P", Some(2), "power_supply", "open", t("11:00:00", 150)),
+        ("CP-P", Some(2), "power_supply", "resolved", t("11:05:00", 150)),
+        ("CP-C", None, "clock_skew", "open", t("09:00:00", 150)),
+        ("CP-C", None, "clock_skew", "resolved", t("10:10:00", 150)),
+        ("CP-E", None, "message_errors", "open", t("09:04:00", 150)),
+        ("CP-E", None, "message_errors", "resolved", t("09:14:00", 150)),
+        ("CP-F", Some(1), "session_failures", "open", t("09:42:00", 0)),
+        ("CP-F", Some(1), "session_failures", "resolved", t("11:02:00", 0)),
+        ("CP-L", None, "communication_lost", "open", t("09:02:00", 150)),
+        ("CP-L", None, "communication_lost", "resolved", t("09:30:00", 150)),
+        ("CP-S", Some(1), "stuck_session", "open", t("10:25:00", 0)),
+        ("CP-S", Some(1), "stuck_session", "resolved", t("10:40:00", 0)),
+        ("CP-M", Some(1), "meter_error", "open", t("09:10:00", 0)),
+        ("CP-M", Some(1), "meter_error", "resolved", t("09:15:00", 0)),
+        ("CP-D3", Some(1), "power_delivery_degraded", "open", t("10:55:00", 0)),
+    ]
+    .into_iter()
+    .map(|(cp, c, k, s, at)| (cp.to_string(), c, k.to_string(), s.to_string(), at))
+    .collect();
+    assert_eq!(a16, want, "{a16:#?}");
+    // The rejected frames are dead letters too, and nothing else is.
+    let dead = read_jsonl(&out16.join("dead-letter.jsonl"));
+    assert_eq!(dead.len(), 2, "{dead:#?}");
+    assert!(dead.iter().all(|d| d["reason"] == "bad_payload"));
+}

@@ -44,6 +44,7 @@ use crate::sources::payments::{BadPayment, PaymentConsumer};
 use crate::sources::simulator::{Fleet, SimulatorSource};
 use crate::sources::stdin::StdinSource;
 use crate::sources::{Chunk, Poll, Source, SourceError};
+use crate::stages::fleet::FleetDetectors;
 use crate::stages::charger::ChargerStages;
 use crate::stages::leakage::{LeakageConfig, LeakageLedger};
 use crate::stages::revenue::RevenueWindows;
@@ -250,6 +251,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             LeakageLedger::new(leakage_cfg.clone()),
             reference.clone(),
             bound,
+            FleetDetectors::new(stage_cfg.anomalies.fleet.clone()),
         )));
         // This worker's share of the last commit's state.
         if let Ok(mut snapshots) = restored_stages.lock() {
@@ -269,7 +271,14 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         let mut payments_live = None;
         if index == 0 {
             if let Some(snap) = restored_aggregate.lock().ok().and_then(|mut a| a.take()) {
-                aggregate_state.borrow_mut().restore(snap);
+                let mut agg = aggregate_state.borrow_mut();
+                agg.restore(snap);
+                for (kind, n) in agg.fleet.open_anomalies() {
+                    metrics
+                        .anomalies_open
+                        .get_or_create(&label("kind", kind.as_str()))
+                        .inc_by(n);
+                }
             }
             if let Some((events, positions)) =
                 initial_payments.lock().ok().and_then(|mut p| p.take())

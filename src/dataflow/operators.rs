@@ -23,6 +23,7 @@ use crate::model::{
 };
 use crate::sinks::{OutputSinks, Summary};
 use crate::stages::billing::Billing;
+use crate::stages::fleet::FleetDetectors;
 use crate::stages::charger::{Arrival, ChargerStages, StagesSnapshot};
 use crate::stages::health::site_row;
 use crate::stages::leakage::{LeakageLedger, SessionFacts};
@@ -473,6 +474,8 @@ pub struct AggregateState {
     payments_added: u64,
     /// Where a Kafka payments source stands (next offset per partition) after what was added.
     pub payment_positions: BTreeMap<i32, i64>,
+    /// `power_delivery_degraded` and `underused`, judged against the whole fleet.
+    pub fleet: FleetDetectors,
 }
 
 impl AggregateState {
@@ -481,6 +484,7 @@ impl AggregateState {
         leakage: LeakageLedger,
         reference: Arc<Reference>,
         out_of_orderness: Millis,
+        fleet: FleetDetectors,
     ) -> Self {
         AggregateState {
             revenue,
@@ -492,6 +496,7 @@ impl AggregateState {
             payments: BTreeMap::new(),
             payments_added: 0,
             payment_positions: BTreeMap::new(),
+            fleet,
         }
     }
 
@@ -521,6 +526,7 @@ impl AggregateState {
                 payments,
                 self.payments_added,
                 &self.payment_positions,
+                &self.fleet,
             ),
         )
     }
@@ -535,6 +541,7 @@ impl AggregateState {
         self.payments = snapshot.payments.into_iter().collect();
         self.payments_added = snapshot.payments_added;
         self.payment_positions = snapshot.payment_positions;
+        self.fleet.restore(snapshot.fleet);
     }
 
     /// Feeds the payments up to `until` to the leakage ledger, in event-time order with the
@@ -564,6 +571,7 @@ pub struct AggregateSnapshot {
     payments: Vec<((Millis, u64), PaymentEvent)>,
     payments_added: u64,
     pub payment_positions: BTreeMap<i32, i64>,
+    fleet: FleetDetectors,
 }
 
 impl AggregateSnapshot {
@@ -615,6 +623,17 @@ pub fn aggregate<'s>(
                 for t in times {
                     let mut batch = st.buffer.take(t);
                     batch.sort_by(sink_order);
+                    // Fleet observations stop here: the fleet detectors apply them in order.
+                    let mut batch: Vec<Output> = {
+                        let mut kept = Vec::with_capacity(batch.len());
+                        for r in batch {
+                            match r {
+                                Output::Observation(o) => st.fleet.observe(*o),
+                                other => kept.push(other),
+                            }
+                        }
+                        kept
+                    };
                     let mut added: Vec<Output> = Vec::new();
                     let mut rows = Vec::new();
                     let mut leaks = Vec::new();
@@ -651,6 +670,7 @@ pub fn aggregate<'s>(
                     if w > Millis::MIN {
                         st.feed_payments(w, &mut leaks);
                         st.leakage.advance(w, &mut leaks);
+                        st.fleet.advance(w, &st.reference, &mut added);
                         let boundary = w - w.rem_euclid(checkpoint_every);
                         if st.last_checkpoint.is_some_and(|c| boundary > c) {
                             added.push(Output::Checkpoint {
@@ -684,12 +704,15 @@ pub fn aggregate<'s>(
                         let mut leaks = Vec::new();
                         st.feed_payments(w, &mut leaks);
                         st.leakage.advance(w, &mut leaks);
+                        let mut fleet = Vec::new();
+                        st.fleet.finish(w, &st.reference, &mut fleet);
                         metrics.watermark.set(w as f64 / 1000.0);
                         metrics.watermark_lag.set(0.0);
                         let out: Vec<Output> = rows
                             .into_iter()
                             .map(Output::Revenue)
                             .chain(leaks.into_iter().map(Output::Leakage))
+                            .chain(fleet)
                             .collect();
                         if !out.is_empty() {
                             output.session(&*held).give_iterator(out.into_iter());

@@ -404,6 +404,9 @@ pub struct Decoder {
     strict: Option<&'static schema::SchemaSet>,
     /// Receive times after this (wall clock + 1 day, at start) are dead-lettered.
     receive_horizon: Millis,
+    /// The charger and receive time of the line being decoded, once known: a frame rejected
+    /// after that becomes a [`EventKind::Rejected`] event beside its dead letter.
+    rejected_from: Option<(Arc<str>, Millis)>,
 }
 
 /// What a CALL's payload decoder hands back: events without the envelope's fields filled in.
@@ -432,6 +435,7 @@ impl Decoder {
             receive_horizon: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(Millis::MAX, |d| d.as_millis() as Millis + 86_400_000),
+            rejected_from: None,
         }
     }
 
@@ -479,6 +483,7 @@ impl Decoder {
     ) {
         stats.lines += 1;
         let before = events.len();
+        self.rejected_from = None;
         self.quirks.clear();
         match self.decode_inner(seq, line, events, stats) {
             Ok(()) => {
@@ -494,6 +499,22 @@ impl Decoder {
             }
             Err(err) => {
                 events.truncate(before);
+                // A frame rejected after its charger and receive time were known still counts
+                // against that charger (and shows it is alive).
+                if let Some((cp, receive_time)) = self.rejected_from.take() {
+                    // The line's hash: a resent bad line is a repeat like any other.
+                    let mut h = rustc_hash::FxHasher::default();
+                    line.hash(&mut h);
+                    events.push(Event {
+                        seq,
+                        frame_hash: h.finish(),
+                        charge_point_id: cp,
+                        receive_time,
+                        event_time: receive_time,
+                        clock_offset_ms: None,
+                        kind: EventKind::Rejected { reason: err.reason },
+                    });
+                }
                 *stats.dead_by_reason.entry(err.reason).or_default() += 1;
                 dead.push(DeadLetter {
                     seq,
@@ -541,6 +562,8 @@ impl Decoder {
         let frame = env.message.ok_or_else(|| {
             DecodeError::new(DeadLetterReason::BadEnvelope, "envelope has no message")
         })?;
+        let cp_id = self.interner.intern(cp);
+        self.rejected_from = Some((cp_id.clone(), receive_time));
         let declared = match env.ocpp_version.as_deref() {
             None => None,
             Some(s) => Some(OcppVersion::parse(s).ok_or_else(|| {
@@ -619,9 +642,13 @@ impl Decoder {
             }),
         }
 
-        let cp = self.interner.intern(cp);
+        let cp = cp_id;
         for p in partials.drain(..) {
             let o = &self.options;
+            let clock_offset_ms = p.event_time.map(|t| {
+                t.saturating_sub(receive_time)
+                    .clamp(i32::MIN as i64, i32::MAX as i64) as i32
+            });
             let event_time = match p.event_time {
                 Some(t)
                     if t <= receive_time.saturating_add(o.max_clock_skew)
@@ -641,6 +668,7 @@ impl Decoder {
                 charge_point_id: cp.clone(),
                 receive_time,
                 event_time,
+                clock_offset_ms,
                 kind: p.kind,
             });
         }
@@ -664,10 +692,16 @@ mod tests {
         (ev, dl, st)
     }
 
+    /// The dead letter's reason. A frame rejected once its charger is known also yields one
+    /// `Rejected` event with that reason (for `message_errors`), and nothing else.
     fn dead_reason(line: &str) -> DeadLetterReason {
         let (ev, dl, _) = decode(line);
-        assert!(ev.is_empty(), "{line} produced events");
         assert_eq!(dl.len(), 1, "{line}");
+        assert!(ev.len() <= 1, "{line} produced events");
+        for e in &ev {
+            assert_eq!(e.kind, EventKind::Rejected { reason: dl[0].reason }, "{line}");
+            assert_eq!(e.event_time, e.receive_time);
+        }
         dl[0].reason
     }
 
@@ -758,6 +792,39 @@ mod tests {
         assert_eq!(sample.voltage_v, [Some(231.0), Some(229.0), None]);
         assert_eq!(sample.soc_pct, Some(55.0));
         assert_eq!(sample.temperature_c, Some(40.0));
+    }
+
+    #[test]
+    fn a_rejected_frame_counts_against_its_charger_and_an_unattributable_line_does_not() {
+        let (ev, dl, _) = decode(
+            r#"{"timestamp":"2026-01-05T08:00:00Z","charge_point_id":"CP-9","message":[2,"a","StatusNotification",{"connectorId":"one"}]}"#,
+        );
+        assert_eq!(dl.len(), 1);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(&*ev[0].charge_point_id, "CP-9");
+        assert_eq!(ev[0].receive_time, parse_rfc3339("2026-01-05T08:00:00Z").unwrap());
+        assert_eq!(
+            ev[0].kind,
+            EventKind::Rejected {
+                reason: DeadLetterReason::BadPayload
+            }
+        );
+        let (ev, dl, _) = decode(r#"{"timestamp":"2026-01-05T08:00:00Z","message":[2,"a","Heartbeat",{}]}"#);
+        assert_eq!((ev.len(), dl.len()), (0, 1));
+    }
+
+    #[test]
+    fn a_charger_timestamp_gives_its_clock_offset_even_when_it_is_not_used() {
+        // 10 minutes ahead: beyond max_clock_skew, so event time is receive time.
+        let (ev, _, _) = decode(
+            r#"{"timestamp":"2026-01-05T08:00:00Z","charge_point_id":"CP","message":[2,"a","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Available","timestamp":"2026-01-05T08:10:00Z"}]}"#,
+        );
+        assert_eq!(ev[0].event_time, ev[0].receive_time);
+        assert_eq!(ev[0].clock_offset_ms, Some(600_000));
+        let (ev, _, _) = decode(
+            r#"{"timestamp":"2026-01-05T08:00:00Z","charge_point_id":"CP","message":[2,"a","Heartbeat",{}]}"#,
+        );
+        assert_eq!(ev[0].clock_offset_ms, None);
     }
 
     #[test]

@@ -44,7 +44,8 @@ pub fn to_base(m: Measurand, unit: Option<&str>, value: f64) -> Result<f64, Stri
         (PowerImport, Some("kW")) => value * 1000.0,
         (CurrentImport, None | Some("A")) => value,
         (Voltage, None | Some("V")) => value,
-        (Frequency, None | Some("Hz")) => value,
+        // "Hertz" is OCPP 1.6's unit name; 2.0.1's units are free text, usually "Hz".
+        (Frequency, None | Some("Hz") | Some("Hertz")) => value,
         (SoC, None | Some("Percent")) => value,
         // "Celcius" is the OCPP 1.6 schema's own spelling; chargers send both.
         (Temperature, None | Some("Celsius") | Some("Celcius")) => value,

@@ -2,9 +2,9 @@
 //!
 //! Owns: all output I/O. [`OutputSinks`] receives the records of one completed timely time,
 //! in a deterministic order, and writes them: `sessions/`, `charging_periods/`, `revenue/`,
-//! `health/` as Parquet ([`parquet`]), `anomalies.jsonl`, `notifications.jsonl`,
-//! `dead-letter.jsonl` ([`jsonl`]), and, with `[output.kafka]`, the same JSONL records to
-//! Kafka topics ([`kafka`]).
+//! `health/`, `uptime/`, `outages/` as Parquet ([`parquet`]), `anomalies.jsonl`,
+//! `notifications.jsonl`, `dead-letter.jsonl` ([`jsonl`]), and, with `[output.kafka]`, the same
+//! JSONL records to Kafka topics ([`kafka`]).
 //! It also keeps the domain metrics and the run summary, which are about what was written.
 
 pub mod cdr;
@@ -21,7 +21,9 @@ use rust_decimal::Decimal;
 use crate::metrics::{label, labels2, Metrics};
 use crate::model::{AnomalyState, HealthLevel, Output};
 use jsonl::JsonlWriter;
-use parquet::{ChargingPeriodsWriter, HealthWriter, RevenueWriter, SessionsWriter};
+use parquet::{
+    ChargingPeriodsWriter, HealthWriter, OutagesWriter, RevenueWriter, SessionsWriter, UptimeWriter,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -46,6 +48,8 @@ pub struct SinkState {
     charging_periods: (u64, Vec<parquet::ChargingPeriodRow>),
     revenue: (u64, Vec<crate::model::RevenueRow>),
     health: (u64, Vec<crate::model::HealthRow>),
+    uptime: (u64, Vec<crate::model::UptimeRow>),
+    outages: (u64, Vec<crate::model::OutageRecord>),
     jsonl_lengths: [u64; 5],
 }
 
@@ -65,6 +69,10 @@ pub struct Summary {
     pub leakage: BTreeMap<String, u64>,
     pub health_rows: u64,
     pub revenue_rows: u64,
+    /// Rows of `uptime/` (days and months).
+    pub uptime_rows: u64,
+    /// Outages written (`outages/`).
+    pub outages: u64,
 }
 
 pub struct OutputSinks {
@@ -72,6 +80,8 @@ pub struct OutputSinks {
     charging_periods: ChargingPeriodsWriter,
     revenue: RevenueWriter,
     health: HealthWriter,
+    uptime: UptimeWriter,
+    outages: OutagesWriter,
     anomalies: JsonlWriter,
     notifications: JsonlWriter,
     dead_letters: JsonlWriter,
@@ -111,20 +121,24 @@ impl OutputSinks {
         let lengths = restored.as_ref().map(|s| s.jsonl_lengths);
         let jsonl =
             |name: &str, i: usize| JsonlWriter::open_at(&dir.join(name), lengths.map(|l| l[i]));
-        let (sessions, charging_periods, revenue, health) = match restored {
+        let (sessions, charging_periods, revenue, health, uptime, outages) = match restored {
             Some(s) => (
                 Some(s.sessions),
                 Some(s.charging_periods),
                 Some(s.revenue),
                 Some(s.health),
+                Some(s.uptime),
+                Some(s.outages),
             ),
-            None => (None, None, None, None),
+            None => (None, None, None, None, None, None),
         };
         Ok(OutputSinks {
             sessions: table(parquet::sessions_writer(dir), sessions)?,
             charging_periods: table(parquet::charging_periods_writer(dir), charging_periods)?,
             revenue: table(parquet::revenue_writer(dir), revenue)?,
             health: table(parquet::health_writer(dir), health)?,
+            uptime: table(parquet::uptime_writer(dir), uptime)?,
+            outages: table(parquet::outages_writer(dir), outages)?,
             anomalies: jsonl("anomalies.jsonl", 0)?,
             notifications: jsonl("notifications.jsonl", 1)?,
             dead_letters: jsonl("dead-letter.jsonl", 2)?,
@@ -164,6 +178,8 @@ impl OutputSinks {
                 self.charging_periods.state(),
                 self.revenue.state(),
                 self.health.state(),
+                self.uptime.state(),
+                self.outages.state(),
                 lengths,
             ),
         )
@@ -172,13 +188,15 @@ impl OutputSinks {
 
     /// Reads what [`save`](Self::save) wrote.
     pub fn read_state(r: &mut impl std::io::Read) -> Result<SinkState, SinkError> {
-        let (sessions, charging_periods, revenue, health, jsonl_lengths) =
+        let (sessions, charging_periods, revenue, health, uptime, outages, jsonl_lengths) =
             bincode::deserialize_from(r).map_err(|e| SinkError::Snapshot(e.to_string()))?;
         Ok(SinkState {
             sessions,
             charging_periods,
             revenue,
             health,
+            uptime,
+            outages,
             jsonl_lengths,
         })
     }
@@ -287,8 +305,14 @@ impl OutputSinks {
                     }
                 }
                 Output::Leakage(l) => self.write_leakage(l)?,
-                // Uptime and outages: written by the uptime tables (see parquet.rs).
-                Output::Uptime(_) | Output::Outage(_) => {}
+                Output::Uptime(u) => {
+                    self.summary.uptime_rows += 1;
+                    self.uptime.push(u);
+                }
+                Output::Outage(o) => {
+                    self.summary.outages += 1;
+                    self.outages.push(o);
+                }
                 // Consumed by the fleet detectors; never reaches a sink.
                 Output::Observation(_) => {}
                 Output::Checkpoint { .. } => self.flush()?,
@@ -311,6 +335,8 @@ impl OutputSinks {
         self.charging_periods.flush()?;
         self.revenue.flush()?;
         self.health.flush()?;
+        self.uptime.flush()?;
+        self.outages.flush()?;
         self.anomalies.flush()?;
         self.notifications.flush()?;
         self.dead_letters.flush()?;
@@ -360,5 +386,76 @@ fn count_state(
         AnomalyState::Resolved => {
             open.get_or_create(&labels).dec();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{OutageRecord, UptimePeriod, UptimeRow};
+
+    #[test]
+    fn uptime_and_outages_are_written_and_restored_from_a_commit_snapshot() {
+        let dir = std::env::temp_dir().join(format!("evflow-sinks-{}-uptime", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let day = UptimeRow {
+            charge_point_id: Arc::from("CP-1"),
+            site_id: Arc::from("site-1"),
+            connector_id: 1,
+            period: UptimePeriod::Day,
+            period_start: 1_772_168_400_000,
+            period_end: 1_772_254_800_000,
+            minutes: 1440.0,
+            outage_minutes: 315.0,
+            excluded_minutes: 80.0,
+            uptime_pct: 83.681,
+        };
+        let outage = OutageRecord {
+            id: crate::model::stable_id(&["outage", "CP-1", "1", "1772175600000"]),
+            charge_point_id: Arc::from("CP-1"),
+            site_id: Arc::from("site-1"),
+            connector_id: 1,
+            start: 1_772_175_600_000,
+            end: 1_772_181_000_000,
+            cause: Arc::from("faulted"),
+            outage_minutes: 90.0,
+            excluded_minutes: 0.0,
+            exclusion: Arc::from(""),
+        };
+        let mut sinks = OutputSinks::open(&dir, Metrics::new(), None, None).expect("open");
+        sinks
+            .write(vec![
+                Output::Uptime(day.clone()),
+                Output::Outage(outage.clone()),
+            ])
+            .expect("write");
+        assert_eq!((sinks.summary.uptime_rows, sinks.summary.outages), (1, 1));
+        // A commit while the rows are buffered, then a flush the restart must undo.
+        let mut snapshot = Vec::new();
+        sinks.save(&mut snapshot).expect("save");
+        sinks
+            .write(vec![Output::Checkpoint { watermark: 0 }])
+            .expect("checkpoint");
+        assert_eq!(
+            parquet::read_uptime(&dir).expect("uptime"),
+            std::slice::from_ref(&day)
+        );
+        assert_eq!(
+            parquet::read_outages(&dir).expect("outages"),
+            std::slice::from_ref(&outage)
+        );
+        drop(sinks);
+
+        let state = OutputSinks::read_state(&mut snapshot.as_slice()).expect("state");
+        let mut restored =
+            OutputSinks::open(&dir, Metrics::new(), Some(state), None).expect("reopen");
+        assert!(parquet::read_uptime(&dir).expect("uptime").is_empty());
+        assert!(parquet::read_outages(&dir).expect("outages").is_empty());
+        restored.flush().expect("flush");
+        assert_eq!(parquet::read_uptime(&dir).expect("uptime"), [day]);
+        assert_eq!(parquet::read_outages(&dir).expect("outages"), [outage]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,5 +1,5 @@
 //! Parquet sink: hive-partitioned, atomically written tables of sessions, their charging
-//! periods, revenue and health.
+//! periods, revenue, health, per-port uptime and outages.
 //!
 //! Owns: the Parquet tables under an output directory and their schemas
 //! (`schemas/parquet.md` documents them). This is the only code in evflow that writes Parquet;
@@ -7,7 +7,8 @@
 //!
 //! Layout: `OUT/TABLE/date=YYYY-MM-DD/part-NNNNNN.parquet`, where the UTC date comes from
 //! `end_time` (sessions), `session_end_time` (charging periods: a session's periods share its
-//! partition) or `window_start` (revenue, health) and `NNNNNN` is the writer's
+//! partition), `window_start` (revenue, health), `period_start` (uptime) or `start`
+//! (outages) and `NNNNNN` is the writer's
 //! flush sequence number. A file is written under a hidden temporary name in its final
 //! directory (`.part-NNNNNN.parquet.tmp`, ignored by DuckDB/Spark globs), fsynced, then
 //! renamed, so readers only ever see whole files. Rows are sorted within a file and names
@@ -36,8 +37,8 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AuditFacts, CostPair, EnergySource, HealthLevel, HealthRow, Millis, Money, RevenueRow,
-    SessionRecord,
+    AuditFacts, CostPair, EnergySource, HealthComponent, HealthLevel, HealthRow, Millis, Money,
+    OutageRecord, RevenueRow, SessionRecord, UptimePeriod, UptimeRow,
 };
 use crate::time::date_string;
 
@@ -105,11 +106,14 @@ mod sealed {
     impl Sealed for crate::model::SessionRecord {}
     impl Sealed for crate::model::RevenueRow {}
     impl Sealed for crate::model::HealthRow {}
+    impl Sealed for crate::model::UptimeRow {}
+    impl Sealed for crate::model::OutageRecord {}
     impl Sealed for super::ChargingPeriodRow {}
 }
 
 /// A record type with a Parquet table: implemented for [`SessionRecord`],
-/// [`ChargingPeriodRow`], [`RevenueRow`] and [`HealthRow`] only.
+/// [`ChargingPeriodRow`], [`RevenueRow`], [`HealthRow`], [`UptimeRow`] and [`OutageRecord`]
+/// only.
 pub trait ParquetRow: Sized + sealed::Sealed {
     /// Directory name of the table under the output directory.
     const TABLE: &'static str;
@@ -136,6 +140,8 @@ pub type SessionsWriter = ParquetTable<SessionRecord>;
 pub type RevenueWriter = ParquetTable<RevenueRow>;
 pub type HealthWriter = ParquetTable<HealthRow>;
 pub type ChargingPeriodsWriter = ParquetTable<ChargingPeriodRow>;
+pub type UptimeWriter = ParquetTable<UptimeRow>;
+pub type OutagesWriter = ParquetTable<OutageRecord>;
 
 /// One row of `charging_periods/`: one charging period of a session (OCPI CDR
 /// `charging_periods`), keyed by its session (charge point, connector, transaction, end) and
@@ -192,6 +198,16 @@ pub fn revenue_writer(out_dir: &Path) -> RevenueWriter {
 
 /// Writer of `OUT/health/`.
 pub fn health_writer(out_dir: &Path) -> HealthWriter {
+    ParquetTable::new(out_dir)
+}
+
+/// Writer of `OUT/uptime/`.
+pub fn uptime_writer(out_dir: &Path) -> UptimeWriter {
+    ParquetTable::new(out_dir)
+}
+
+/// Writer of `OUT/outages/`.
+pub fn outages_writer(out_dir: &Path) -> OutagesWriter {
     ParquetTable::new(out_dir)
 }
 
@@ -441,6 +457,16 @@ pub fn read_revenue(out_dir: &Path) -> Result<Vec<RevenueRow>, ParquetError> {
 
 /// All health rows under `out_dir/health/`.
 pub fn read_health(out_dir: &Path) -> Result<Vec<HealthRow>, ParquetError> {
+    read_table(out_dir)
+}
+
+/// All uptime rows under `out_dir/uptime/`.
+pub fn read_uptime(out_dir: &Path) -> Result<Vec<UptimeRow>, ParquetError> {
+    read_table(out_dir)
+}
+
+/// All outage records under `out_dir/outages/`.
+pub fn read_outages(out_dir: &Path) -> Result<Vec<OutageRecord>, ParquetError> {
     read_table(out_dir)
 }
 
@@ -1047,6 +1073,7 @@ impl ParquetRow for HealthRow {
             field("error_free", DataType::Float64),
             field("anomaly_free", DataType::Float64),
             field("open_anomalies", DataType::Int64),
+            Field::new("main_cause", DataType::Utf8, true),
         ]))
     }
 
@@ -1078,6 +1105,7 @@ impl ParquetRow for HealthRow {
             .then(self.error_free.total_cmp(&o.error_free))
             .then(self.anomaly_free.total_cmp(&o.anomaly_free))
             .then(self.open_anomalies.cmp(&o.open_anomalies))
+            .then(self.main_cause.cmp(&o.main_cause))
     }
 
     fn to_batch(rows: &[Self]) -> Result<RecordBatch, ParquetError> {
@@ -1103,6 +1131,10 @@ impl ParquetRow for HealthRow {
             f64_col(rows.iter().map(|r| r.error_free)),
             f64_col(rows.iter().map(|r| r.anomaly_free)),
             i64_col(rows.iter().map(|r| r.open_anomalies)),
+            opt_str_col(
+                rows.iter()
+                    .map(|r| r.main_cause.map(HealthComponent::as_str)),
+            ),
         ];
         Ok(RecordBatch::try_new(Self::schema(), columns)?)
     }
@@ -1122,6 +1154,7 @@ impl ParquetRow for HealthRow {
         let error_free = c.get::<Float64Array>("error_free")?;
         let anomaly_free = c.get::<Float64Array>("anomaly_free")?;
         let open_anomalies = c.get::<Int64Array>("open_anomalies")?;
+        let main_cause = c.get::<StringArray>("main_cause")?;
 
         (0..batch.num_rows())
             .map(|i| {
@@ -1135,6 +1168,18 @@ impl ParquetRow for HealthRow {
                     None
                 } else {
                     Some(c.u32("connector_id", connector_id.value(i))?)
+                };
+                let main_cause = if main_cause.is_null(i) {
+                    None
+                } else {
+                    let name = main_cause.value(i);
+                    match HealthComponent::ALL
+                        .into_iter()
+                        .find(|h| h.as_str() == name)
+                    {
+                        Some(h) => Some(h),
+                        None => return Err(c.error(format!("unknown main_cause {name:?}"))),
+                    }
                 };
                 Ok(HealthRow {
                     window_start: window_start.value(i),
@@ -1150,7 +1195,7 @@ impl ParquetRow for HealthRow {
                     error_free: error_free.value(i),
                     anomaly_free: anomaly_free.value(i),
                     open_anomalies: open_anomalies.value(i),
-                    main_cause: None,
+                    main_cause,
                 })
             })
             .collect()
@@ -1265,6 +1310,209 @@ impl ParquetRow for ChargingPeriodRow {
                     charging_ms: charging_ms.value(i),
                     parking_ms: parking_ms.value(i),
                     max_power_w: (!max_power_w.is_null(i)).then(|| max_power_w.value(i)),
+                })
+            })
+            .collect()
+    }
+}
+
+impl ParquetRow for UptimeRow {
+    const TABLE: &'static str = "uptime";
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("charge_point_id", DataType::Utf8),
+            field("site_id", DataType::Utf8),
+            field("connector_id", DataType::Int32),
+            field("period", DataType::Utf8),
+            field("period_start", timestamp_type()),
+            field("period_end", timestamp_type()),
+            field("minutes", DataType::Float64),
+            field("outage_minutes", DataType::Float64),
+            field("excluded_minutes", DataType::Float64),
+            field("uptime_pct", DataType::Float64),
+        ]))
+    }
+
+    fn partition_time(&self) -> Millis {
+        self.period_start
+    }
+
+    /// `period_start`, `period` (day before month), `charge_point_id`, `connector_id`, then
+    /// every other column.
+    fn sort_cmp(&self, o: &Self) -> Ordering {
+        (
+            self.period_start,
+            self.period,
+            &self.charge_point_id,
+            self.connector_id,
+            &self.site_id,
+            self.period_end,
+        )
+            .cmp(&(
+                o.period_start,
+                o.period,
+                &o.charge_point_id,
+                o.connector_id,
+                &o.site_id,
+                o.period_end,
+            ))
+            .then(self.minutes.total_cmp(&o.minutes))
+            .then(self.outage_minutes.total_cmp(&o.outage_minutes))
+            .then(self.excluded_minutes.total_cmp(&o.excluded_minutes))
+            .then(self.uptime_pct.total_cmp(&o.uptime_pct))
+    }
+
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ParquetError> {
+        let connector_ids = rows
+            .iter()
+            .map(|r| u32_to_i32("connector_id", r.connector_id))
+            .collect::<Result<Vec<i32>, _>>()?;
+        let columns: Vec<ArrayRef> = vec![
+            str_col(rows.iter().map(|r| &*r.charge_point_id)),
+            str_col(rows.iter().map(|r| &*r.site_id)),
+            Arc::new(Int32Array::from(connector_ids)),
+            str_col(rows.iter().map(|r| r.period.as_str())),
+            ts_col(rows.iter().map(|r| r.period_start)),
+            ts_col(rows.iter().map(|r| r.period_end)),
+            f64_col(rows.iter().map(|r| r.minutes)),
+            f64_col(rows.iter().map(|r| r.outage_minutes)),
+            f64_col(rows.iter().map(|r| r.excluded_minutes)),
+            f64_col(rows.iter().map(|r| r.uptime_pct)),
+        ];
+        Ok(RecordBatch::try_new(Self::schema(), columns)?)
+    }
+
+    fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<Self>, ParquetError> {
+        let c = Columns::new(batch, path, &Self::schema())?;
+        let charge_point_id = c.strs("charge_point_id")?;
+        let site_id = c.strs("site_id")?;
+        let connector_id = c.get::<Int32Array>("connector_id")?;
+        let period = c.get::<StringArray>("period")?;
+        let period_start = c.get::<TimestampMillisecondArray>("period_start")?;
+        let period_end = c.get::<TimestampMillisecondArray>("period_end")?;
+        let minutes = c.get::<Float64Array>("minutes")?;
+        let outage_minutes = c.get::<Float64Array>("outage_minutes")?;
+        let excluded_minutes = c.get::<Float64Array>("excluded_minutes")?;
+        let uptime_pct = c.get::<Float64Array>("uptime_pct")?;
+
+        (0..batch.num_rows())
+            .map(|i| {
+                let period = match period.value(i) {
+                    "day" => UptimePeriod::Day,
+                    "month" => UptimePeriod::Month,
+                    other => return Err(c.error(format!("unknown period {other:?}"))),
+                };
+                Ok(UptimeRow {
+                    charge_point_id: charge_point_id[i].clone(),
+                    site_id: site_id[i].clone(),
+                    connector_id: c.u32("connector_id", connector_id.value(i))?,
+                    period,
+                    period_start: period_start.value(i),
+                    period_end: period_end.value(i),
+                    minutes: minutes.value(i),
+                    outage_minutes: outage_minutes.value(i),
+                    excluded_minutes: excluded_minutes.value(i),
+                    uptime_pct: uptime_pct.value(i),
+                })
+            })
+            .collect()
+    }
+}
+
+impl ParquetRow for OutageRecord {
+    const TABLE: &'static str = "outages";
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            field("id", DataType::Utf8),
+            field("charge_point_id", DataType::Utf8),
+            field("site_id", DataType::Utf8),
+            field("connector_id", DataType::Int32),
+            field("start", timestamp_type()),
+            field("end", timestamp_type()),
+            field("cause", DataType::Utf8),
+            field("outage_minutes", DataType::Float64),
+            field("excluded_minutes", DataType::Float64),
+            field("exclusion", DataType::Utf8),
+        ]))
+    }
+
+    fn partition_time(&self) -> Millis {
+        self.start
+    }
+
+    /// `start`, `charge_point_id`, `connector_id`, then every other column.
+    fn sort_cmp(&self, o: &Self) -> Ordering {
+        (
+            self.start,
+            &self.charge_point_id,
+            self.connector_id,
+            &self.id,
+            &self.site_id,
+            self.end,
+            &self.cause,
+        )
+            .cmp(&(
+                o.start,
+                &o.charge_point_id,
+                o.connector_id,
+                &o.id,
+                &o.site_id,
+                o.end,
+                &o.cause,
+            ))
+            .then(self.outage_minutes.total_cmp(&o.outage_minutes))
+            .then(self.excluded_minutes.total_cmp(&o.excluded_minutes))
+            .then(self.exclusion.cmp(&o.exclusion))
+    }
+
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ParquetError> {
+        let connector_ids = rows
+            .iter()
+            .map(|r| u32_to_i32("connector_id", r.connector_id))
+            .collect::<Result<Vec<i32>, _>>()?;
+        let columns: Vec<ArrayRef> = vec![
+            str_col(rows.iter().map(|r| r.id.as_str())),
+            str_col(rows.iter().map(|r| &*r.charge_point_id)),
+            str_col(rows.iter().map(|r| &*r.site_id)),
+            Arc::new(Int32Array::from(connector_ids)),
+            ts_col(rows.iter().map(|r| r.start)),
+            ts_col(rows.iter().map(|r| r.end)),
+            str_col(rows.iter().map(|r| &*r.cause)),
+            f64_col(rows.iter().map(|r| r.outage_minutes)),
+            f64_col(rows.iter().map(|r| r.excluded_minutes)),
+            str_col(rows.iter().map(|r| &*r.exclusion)),
+        ];
+        Ok(RecordBatch::try_new(Self::schema(), columns)?)
+    }
+
+    fn from_batch(batch: &RecordBatch, path: &Path) -> Result<Vec<Self>, ParquetError> {
+        let c = Columns::new(batch, path, &Self::schema())?;
+        let id = c.strs("id")?;
+        let charge_point_id = c.strs("charge_point_id")?;
+        let site_id = c.strs("site_id")?;
+        let connector_id = c.get::<Int32Array>("connector_id")?;
+        let start = c.get::<TimestampMillisecondArray>("start")?;
+        let end = c.get::<TimestampMillisecondArray>("end")?;
+        let cause = c.strs("cause")?;
+        let outage_minutes = c.get::<Float64Array>("outage_minutes")?;
+        let excluded_minutes = c.get::<Float64Array>("excluded_minutes")?;
+        let exclusion = c.strs("exclusion")?;
+
+        (0..batch.num_rows())
+            .map(|i| {
+                Ok(OutageRecord {
+                    id: id[i].to_string(),
+                    charge_point_id: charge_point_id[i].clone(),
+                    site_id: site_id[i].clone(),
+                    connector_id: c.u32("connector_id", connector_id.value(i))?,
+                    start: start.value(i),
+                    end: end.value(i),
+                    cause: cause[i].clone(),
+                    outage_minutes: outage_minutes.value(i),
+                    excluded_minutes: excluded_minutes.value(i),
+                    exclusion: exclusion[i].clone(),
                 })
             })
             .collect()
@@ -1569,21 +1817,54 @@ mod tests {
             error_free: 1.0,
             anomaly_free: 0.5,
             open_anomalies: 2,
+            main_cause: Some(HealthComponent::AnomalyFree),
         };
         let connector = HealthRow {
             level: HealthLevel::Connector,
             charge_point_id: Arc::from("CP-1"),
             connector_id: Some(1),
             score: 100.0,
+            main_cause: None,
+            ..site.clone()
+        };
+        let charger = HealthRow {
+            level: HealthLevel::Charger,
+            charge_point_id: Arc::from("CP-1"),
+            main_cause: Some(HealthComponent::HeartbeatRegularity),
             ..site.clone()
         };
         let mut h = health_writer(&dir);
         h.push(site.clone());
+        h.push(charger.clone());
         h.push(connector.clone());
         h.flush().expect("flush health");
         assert_eq!(
             read_health(&dir).expect("read health"),
-            vec![connector, site]
+            vec![connector, charger, site]
+        );
+        let schema = HealthRow::schema();
+        let main_cause = schema.field_with_name("main_cause").expect("main_cause");
+        assert!(main_cause.is_nullable());
+        assert_eq!(main_cause.data_type(), &DataType::Utf8);
+        // Written as the component's name.
+        let written = File::open(dir.join("health/date=2026-01-05/part-000000.parquet"))
+            .expect("health file");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(written)
+            .expect("reader")
+            .build()
+            .expect("build");
+        let batch = reader.into_iter().next().expect("batch").expect("ok");
+        let names = batch
+            .column_by_name("main_cause")
+            .expect("column")
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("utf8")
+            .iter()
+            .collect::<Vec<_>>();
+        assert_eq!(
+            names,
+            [None, Some("heartbeat_regularity"), Some("anomaly_free")]
         );
         let _ = fs::remove_dir_all(&dir);
     }
@@ -1789,6 +2070,244 @@ mod tests {
         let bytes = bincode::serialize(&rows).expect("serialize rows");
         let restored: Vec<ChargingPeriodRow> =
             bincode::deserialize(&bytes).expect("deserialize rows");
+        assert_eq!(restored, rows);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    fn uptime_row(
+        cp: &str,
+        connector_id: u32,
+        period: UptimePeriod,
+        start: &str,
+        end: &str,
+        outage_minutes: f64,
+    ) -> UptimeRow {
+        let minutes = (ts(end) - ts(start)) as f64 / 60_000.0;
+        UptimeRow {
+            charge_point_id: Arc::from(cp),
+            site_id: Arc::from("site-ny"),
+            connector_id,
+            period,
+            period_start: ts(start),
+            period_end: ts(end),
+            minutes,
+            outage_minutes,
+            excluded_minutes: 0.5,
+            uptime_pct: ((100.0 * (minutes - outage_minutes + 0.5) / minutes) * 1000.0).round()
+                / 1000.0,
+        }
+    }
+
+    #[test]
+    fn uptime_round_trip_partitioned_by_period_start() {
+        let dir = scratch("uptime-rt");
+        let mut rows = vec![
+            uptime_row(
+                "CP-2",
+                1,
+                UptimePeriod::Day,
+                "2026-02-28T05:00:00Z",
+                "2026-03-01T05:00:00Z",
+                180.0,
+            ),
+            uptime_row(
+                "CP-1",
+                2,
+                UptimePeriod::Month,
+                "2026-02-01T05:00:00Z",
+                "2026-03-01T05:00:00Z",
+                495.0,
+            ),
+            uptime_row(
+                "CP-1",
+                2,
+                UptimePeriod::Day,
+                "2026-02-01T05:00:00Z",
+                "2026-02-02T05:00:00Z",
+                0.0,
+            ),
+            uptime_row(
+                "CP-1",
+                1,
+                UptimePeriod::Day,
+                "2026-02-28T05:00:00Z",
+                "2026-03-01T05:00:00Z",
+                12.345,
+            ),
+            // A DST day (23 h), and a site east of UTC: its local day starts the day before
+            // in UTC, and so does its partition.
+            uptime_row(
+                "CP-3",
+                1,
+                UptimePeriod::Day,
+                "2026-03-08T05:00:00Z",
+                "2026-03-09T04:00:00Z",
+                60.0,
+            ),
+            UptimeRow {
+                site_id: Arc::from("site-tokyo"),
+                ..uptime_row(
+                    "CP-4",
+                    1,
+                    UptimePeriod::Day,
+                    "2026-02-27T15:00:00Z",
+                    "2026-02-28T15:00:00Z",
+                    1440.0,
+                )
+            },
+        ];
+        assert_eq!(rows[4].minutes, 1380.0);
+        let mut w = uptime_writer(&dir);
+        for r in &rows {
+            w.push(r.clone());
+        }
+        // Buffered rows go into commit snapshots with bincode.
+        let bytes = bincode::serialize(&w.state()).expect("serialize");
+        let (seq, restored): (u64, Vec<UptimeRow>) =
+            bincode::deserialize(&bytes).expect("deserialize");
+        assert_eq!((seq, &restored), (0, &rows));
+        let stats = w.flush().expect("flush uptime");
+        assert_eq!(stats.rows, 6);
+        assert_eq!(
+            tree(&dir),
+            vec![
+                "uptime/date=2026-02-01/part-000000.parquet",
+                "uptime/date=2026-02-27/part-000000.parquet",
+                "uptime/date=2026-02-28/part-000000.parquet",
+                "uptime/date=2026-03-08/part-000000.parquet",
+            ]
+        );
+        rows.sort_by(UptimeRow::sort_cmp);
+        let back = read_uptime(&dir).expect("read uptime");
+        assert_eq!(back, rows);
+        // Within a file: period_start, day before month, charge point, connector.
+        let keys: Vec<(&str, u32, &str)> = back
+            .iter()
+            .map(|r| (&*r.charge_point_id, r.connector_id, r.period.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("CP-1", 2, "day"),
+                ("CP-1", 2, "month"),
+                ("CP-4", 1, "day"),
+                ("CP-1", 1, "day"),
+                ("CP-2", 1, "day"),
+                ("CP-3", 1, "day"),
+            ]
+        );
+        assert_eq!(back[3].outage_minutes, 12.345);
+        let schema = UptimeRow::schema();
+        assert!(schema.fields().iter().all(|f| !f.is_nullable()));
+        assert_eq!(
+            schema
+                .field_with_name("connector_id")
+                .expect("connector_id")
+                .data_type(),
+            &DataType::Int32
+        );
+        assert_eq!(
+            schema
+                .field_with_name("period_start")
+                .expect("period_start")
+                .data_type(),
+            &timestamp_type()
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn outages_round_trip_partitioned_by_start() {
+        use crate::model::stable_id;
+        let dir = scratch("outages-rt");
+        let outage = |cp: &str, connector: u32, start: &str, end: &str, cause: &str| OutageRecord {
+            id: stable_id(&["outage", cp, &connector.to_string(), &ts(start).to_string()]),
+            charge_point_id: Arc::from(cp),
+            site_id: Arc::from("site-ny"),
+            connector_id: connector,
+            start: ts(start),
+            end: ts(end),
+            cause: Arc::from(cause),
+            outage_minutes: (ts(end) - ts(start)) as f64 / 60_000.0,
+            excluded_minutes: 0.0,
+            exclusion: Arc::from(""),
+        };
+        let mut rows = vec![
+            // Across midnight UTC: partitioned by its start.
+            OutageRecord {
+                excluded_minutes: 30.0,
+                exclusion: Arc::from("vehicle"),
+                ..outage(
+                    "CP-1",
+                    1,
+                    "2026-02-28T04:00:00Z",
+                    "2026-02-28T06:00:00Z",
+                    "faulted",
+                )
+            },
+            outage(
+                "CP-1",
+                1,
+                "2026-02-27T23:30:00Z",
+                "2026-02-28T00:10:00Z",
+                "communication_lost",
+            ),
+            OutageRecord {
+                excluded_minutes: 120.0,
+                exclusion: Arc::from("vandalism,scheduled_maintenance"),
+                ..outage(
+                    "CP-2",
+                    3,
+                    "2026-02-27T18:00:00Z",
+                    "2026-02-27T20:00:00Z",
+                    "unavailable",
+                )
+            },
+            outage(
+                "CP-1",
+                2,
+                "2026-02-27T18:00:00Z",
+                "2026-02-27T18:00:00.001Z",
+                "charger_down",
+            ),
+        ];
+        let mut w = outages_writer(&dir);
+        for r in rows.iter().rev() {
+            w.push(r.clone());
+        }
+        w.flush().expect("flush outages");
+        assert_eq!(
+            tree(&dir),
+            vec![
+                "outages/date=2026-02-27/part-000000.parquet",
+                "outages/date=2026-02-28/part-000000.parquet",
+            ]
+        );
+        rows.sort_by(OutageRecord::sort_cmp);
+        let back = read_outages(&dir).expect("read outages");
+        assert_eq!(back, rows);
+        let keys: Vec<(&str, u32, &str)> = back
+            .iter()
+            .map(|r| (&*r.charge_point_id, r.connector_id, &*r.cause))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("CP-1", 2, "charger_down"),
+                ("CP-2", 3, "unavailable"),
+                ("CP-1", 1, "communication_lost"),
+                ("CP-1", 1, "faulted"),
+            ]
+        );
+        assert_eq!(back[0].outage_minutes, 1.0 / 60_000.0);
+        assert_eq!(&*back[1].exclusion, "vandalism,scheduled_maintenance");
+        assert_eq!(&*back[2].exclusion, "");
+        assert!(OutageRecord::schema()
+            .fields()
+            .iter()
+            .all(|f| !f.is_nullable()));
+        let bytes = bincode::serialize(&rows).expect("serialize");
+        let restored: Vec<OutageRecord> = bincode::deserialize(&bytes).expect("deserialize");
         assert_eq!(restored, rows);
         let _ = fs::remove_dir_all(&dir);
     }

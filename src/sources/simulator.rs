@@ -14,14 +14,27 @@
 //!
 //! Determinism: every random choice comes from a SplitMix64 stream keyed by `(seed, purpose,
 //! index)`: the layout and fault placement by the seed, a charger's plan by `(seed, charger)`,
-//! its latencies by `(seed, charger)` on a separate stream, a session's measurement noise by
-//! `(seed, transaction id)`. A charger's lines therefore do not depend on which worker
-//! simulates it, nor on the slice width.
+//! the details of its newer fault kinds and its healthy noise (clock offset, heartbeat lapses,
+//! stray error frames) by `(seed, charger)` on streams of their own, its latencies by `(seed,
+//! charger)` on a separate stream, a session's measurement noise by `(seed, transaction id)`.
+//! A charger's lines therefore do not depend on which worker simulates it, nor on the slice
+//! width.
 //!
 //! Line format: `{"timestamp":"<receive time>","charge_point_id":"CP-0001","message":[…]}`
 //! where the receive time is the event time plus 50–400 ms of simulated latency (kept
 //! strictly increasing per charger, as over one websocket), and the backend's CALLRESULTs for
-//! BootNotification and StartTransaction follow their CALL 2–25 ms later.
+//! BootNotification and StartTransaction follow their CALL 2–25 ms later. Lines are in
+//! receive-time (= event-time) order; the timestamps *inside* payloads are the charger's
+//! clock: the true time plus a static offset of up to ±30 s per charger, plus the jump of a
+//! `clock_skew` fault while it lasts.
+//!
+//! Healthy noise (also without faults), kept ≥ 30 min away from the injected faults of the
+//! same charger and below every detector's threshold: 4 % of sessions deliver nearly nothing,
+//! 10 % have an in-band voltage excursion and a temperature swing, some EVs charge slowly;
+//! the grid frequency wanders by ±0.05 Hz; each charger's clock is off by U(−30 s, +30 s);
+//! each charger sends about one CALLERROR per 2 days and one malformed frame per 4 days (never
+//! two within an hour); 10 % of chargers delay a heartbeat a few times a day (a silence of
+//! 1.0–1.5 heartbeat intervals while idle).
 //!
 //! Sequence numbers: `seq = slice << 40 | charger_index << 20 | k`, where `k` counts the
 //! charger's lines within the slice in emission order. Unique over the run and independent of
@@ -75,6 +88,10 @@ const PURPOSE_FAULTS: u64 = 2;
 const PURPOSE_PLAN: u64 = 3;
 const PURPOSE_LINK: u64 = 4;
 const PURPOSE_NOISE: u64 = 5;
+/// A charger's healthy noise: clock offset, heartbeat lapses, stray error frames.
+const PURPOSE_CHATTER: u64 = 6;
+/// The details of a charger's clock_skew, message_errors and power-loss faults.
+const PURPOSE_FAULT_DETAIL: u64 = 7;
 
 impl Rng {
     fn next_u64(&mut self) -> u64 {
@@ -213,6 +230,22 @@ const FAULT_CODES: [&str; 5] = [
     "InternalError",
 ];
 
+/// CALLERROR codes (OCPP-J 1.6 §4.2.3) a charger answers a backend request with, and their
+/// descriptions.
+const CALL_ERRORS: [(&str, &str); 5] = [
+    ("InternalError", "An internal error occurred and the receiver was not able to process the requested Action successfully"),
+    ("NotImplemented", "Requested Action is not known by receiver"),
+    ("FormationViolation", "Payload for Action is syntactically incorrect"),
+    ("GenericError", "Any other error not covered by the previous ones"),
+    ("NotSupported", "Requested Action is recognized but not supported by the receiver"),
+];
+
+/// Stop reasons of a failed session (`session_failures`).
+const FAILED_REASONS: [&str; 4] = ["EmergencyStop", "Other", "EVDisconnected", "Local"];
+
+/// How many malformed frame shapes the simulator writes ([`write_malformed`]).
+const MALFORMED_VARIANTS: u8 = 3;
+
 /// The simulated fleet's subscription plan: 25 kWh a month included, 9.99 EUR.
 pub const SUBSCRIPTION_PLAN: &str = "flex-25";
 /// The simulated sites' time zone (OCPI tariffs' times of day are local).
@@ -227,12 +260,26 @@ struct Driver {
 
 /// A ground-truth fault label (one line of the labels JSONL, `schemas/labels.schema.json`).
 ///
-/// `start`/`end`: `communication_lost` — from when the charger falls silent to its new
-/// BootNotification; `connector_faulted` — the Faulted and the Available StatusNotification;
-/// `power_supply` / `over_temperature` — the first out-of-range sample and the first sample
-/// back in range; `meter_error` — the sample with the jump and the transaction's stop (the
-/// transaction's registers are wrong until then); `stuck_session` — the first sample with no
-/// power and the StopTransaction.
+/// `connector_id` is `None` for charger-wide faults (`communication_lost`, `underused`,
+/// `clock_skew`, `message_errors`). `start`/`end` are event (true) times:
+/// - `communication_lost` — from when the charger falls silent to its new BootNotification;
+/// - `connector_faulted` — the Faulted and the Available StatusNotification;
+/// - `power_supply` — voltage (all phases, or one phase of a three-phase charger) or grid
+///   frequency out of band: the first out-of-range sample and the first sample back in range;
+///   a power loss during a session: the start of the charger's silence and the StopTransaction
+///   (reason `PowerLoss`) it sends after rebooting;
+/// - `over_temperature` — the first out-of-range sample and the first sample back in range;
+/// - `meter_error` — the sample with the jump and the transaction's stop (the transaction's
+///   registers are wrong until then);
+/// - `stuck_session` — the first sample with no power and the StopTransaction;
+/// - `power_delivery_degraded` — the first of three consecutive capped sessions' start
+///   (StartTransaction) and the third one's stop;
+/// - `session_failures` — the first of 3–5 consecutive failed sessions' start and the last
+///   one's stop;
+/// - `underused` — the span without any session on the charger (arrivals suppressed; the
+///   charger stays online and Available);
+/// - `clock_skew` — the clock's jump and its resynchronisation;
+/// - `message_errors` — the first and the last error frame (CALLERROR or malformed CALL).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Label {
     pub kind: AnomalyKind,
@@ -321,8 +368,16 @@ impl Charge {
 #[derive(Clone, Copy, Debug)]
 enum SessionFault {
     None,
-    /// Samples `from .. from + n` report `level` V on every phase.
+    /// Samples `from .. from + n` report `level` V on every phase, or on `phase` (0-based)
+    /// only.
     Voltage {
+        from: u32,
+        n: u32,
+        level: f64,
+        phase: Option<u8>,
+    },
+    /// Samples `from .. from + n` report a grid frequency of about `level` Hz.
+    Frequency {
         from: u32,
         n: u32,
         level: f64,
@@ -337,6 +392,11 @@ enum SessionFault {
     MeterJump {
         k: u32,
         delta: f64,
+    },
+    /// The charger loses power at `at` (no energy, no lines from then), reboots at `back` and
+    /// stops the transaction with reason `PowerLoss` at the session's stop.
+    PowerLoss {
+        at: Millis,
     },
 }
 
@@ -354,8 +414,11 @@ struct SessionPlan {
     /// Register at the start, Wh (fractional: the meter counts continuously).
     reg0: f64,
     ev: Ev,
-    /// Power stops flowing here (stuck session); `Millis::MAX` otherwise.
+    /// Power stops flowing here (stuck session, power loss); `Millis::MAX` otherwise.
     halt: Millis,
+    /// No samples nor status changes from here to the stop (power loss); `Millis::MAX`
+    /// otherwise.
+    mute: Millis,
     /// When the target was reached, if before the stop (→ SuspendedEV).
     full_at: Option<Millis>,
     fault: SessionFault,
@@ -391,6 +454,34 @@ enum SysWhat {
     Boot,
     /// A StatusNotification for connector 0 and every connector.
     AllStatus(ConnectorStatus),
+    /// After a power loss: connector 0 and every connector but `skip` (whose interrupted
+    /// transaction reports itself) are Available.
+    Restored { skip: u32 },
+}
+
+/// A frame the backend cannot use: a CALLERROR (the charger's answer to a backend request),
+/// or a CALL whose payload evflow's decoder rejects.
+#[derive(Clone, Copy, Debug)]
+struct ErrFrame {
+    t: Millis,
+    connector: u32,
+    what: ErrWhat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ErrWhat {
+    /// Index into [`CALL_ERRORS`].
+    CallError(u8),
+    /// A malformed frame shape, see [`write_malformed`].
+    Malformed(u8),
+}
+
+/// A `clock_skew` fault: the charger's clock is off by `offset` in `[from, to)`.
+#[derive(Clone, Copy, Debug)]
+struct Skew {
+    from: Millis,
+    to: Millis,
+    offset: Millis,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -413,6 +504,39 @@ struct ChargerPlan {
     boot: Millis,
     /// Episodes per connector (index = connector id − 1), in time order.
     conns: Vec<Vec<Episode>>,
+    /// The static offset of the charger's clock.
+    clock: Millis,
+    /// `clock_skew` faults, in time order.
+    skews: Vec<Skew>,
+    /// Heartbeat lapses: the first heartbeat after `.0` comes `.1` after the previous one.
+    lapses: Vec<(Millis, Millis)>,
+    /// Error frames (noise and `message_errors` faults), in time order.
+    errs: Vec<ErrFrame>,
+}
+
+impl ChargerPlan {
+    /// The charger's clock at true time `t`, minus `t`: what it adds to its timestamps.
+    fn clock_at(&self, t: Millis) -> Millis {
+        self.clock
+            + self
+                .skews
+                .iter()
+                .find(|s| s.from <= t && t < s.to)
+                .map_or(0, |s| s.offset)
+    }
+}
+
+/// How a `power_supply` fault shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PowerVariant {
+    /// Voltage out of band on every phase.
+    AllPhases,
+    /// Voltage out of band on L2 or L3 of a three-phase charger.
+    OnePhase,
+    /// Grid frequency out of band.
+    Frequency,
+    /// The charger loses power during a session.
+    PowerLoss,
 }
 
 /// A fault placed by the fleet-level planner, realised by the charger's planner.
@@ -422,6 +546,37 @@ struct FaultReq {
     charger: usize,
     connector: u32,
     t: Millis,
+    /// How long an `underused` fault lasts (0 for other kinds).
+    dur: Millis,
+    variant: PowerVariant,
+}
+
+/// What a connector's planner must make happen at a given time.
+#[derive(Clone, Copy, Debug)]
+enum Force {
+    /// One session carrying a fault of this kind (power_supply by sample, over_temperature,
+    /// meter_error, stuck_session).
+    Fault(AnomalyKind, PowerVariant),
+    /// A session interrupted by a power loss (see [`SessionFault::PowerLoss`]); arrives at the
+    /// forced time, stops at `stop`.
+    PowerLoss { at: Millis, stop: Millis },
+    /// Three capped sessions back to back (`power_delivery_degraded`).
+    Degraded,
+    /// 3–5 failed sessions back to back (`session_failures`).
+    Failures,
+    /// An ordinary session (so that a charger-wide fault shows in timestamped traffic).
+    Plain,
+}
+
+/// The kind of session [`plan_session`] plans.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum SessionKind {
+    Natural,
+    Fault(AnomalyKind, PowerVariant),
+    PowerLoss { at: Millis, stop: Millis },
+    Degraded,
+    Failed,
+    Plain,
 }
 
 /// Parameters every charger's planner shares.
@@ -433,6 +588,7 @@ struct PlanCtx {
     drivers: u64,
     weight_max: f64,
     weight_mean: f64,
+    heartbeat_ms: Millis,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,14 +684,30 @@ impl Fleet {
             .map(|i| maintenance_of(maintenance, &ids[i], &sites[site_of[i]]))
             .collect();
 
+        let weight_max = HOURLY_WEIGHT.iter().cloned().fold(0.0, f64::max);
+        let weight_mean = HOURLY_WEIGHT.iter().sum::<f64>() / 24.0;
+        let basics: Vec<Basics> = (0..n)
+            .map(|i| Basics::draw(cfg.seed, i, models[i], weight_max, weight_mean))
+            .collect();
+        let mut site_size = vec![0usize; sites.len()];
+        for &s in &site_of {
+            site_size[s] += 1;
+        }
+        let facts: Vec<Facts> = (0..n)
+            .map(|i| Facts {
+                connectors: connectors[i],
+                phases: models[i].phases,
+                per_day: basics[i].per_day * connectors[i] as f64,
+                has_peers: site_size[site_of[i]] > 1,
+            })
+            .collect();
+
         let reqs = if cfg.faults {
-            place_faults(cfg, start, end, meter_ms, &maint, &connectors)
+            place_faults(cfg, start, end, meter_ms, &maint, &facts)
         } else {
             Vec::new()
         };
 
-        let weight_max = HOURLY_WEIGHT.iter().cloned().fold(0.0, f64::max);
-        let weight_mean = HOURLY_WEIGHT.iter().sum::<f64>() / 24.0;
         let ctx = PlanCtx {
             seed: cfg.seed,
             start,
@@ -544,10 +716,11 @@ impl Fleet {
             drivers: pool as u64,
             weight_max,
             weight_mean,
+            heartbeat_ms,
         };
         let mut labels = Vec::new();
         let mut chargers = Vec::with_capacity(n);
-        for (i, id) in ids.into_iter().enumerate() {
+        for ((i, id), b) in ids.into_iter().enumerate().zip(basics) {
             let mine: Vec<FaultReq> = reqs.iter().filter(|r| r.charger == i).copied().collect();
             chargers.push(plan_charger(
                 &ctx,
@@ -556,6 +729,7 @@ impl Fleet {
                 site_of[i],
                 models[i],
                 connectors[i],
+                b,
                 &maint[i],
                 &mine,
                 &mut labels,
@@ -696,51 +870,223 @@ fn maintenance_of(all: &[MaintenanceWindow], cp: &str, site: &str) -> Vec<(Milli
     merged
 }
 
+/// What the fault planner knows of a charger.
+struct Facts {
+    connectors: u32,
+    phases: usize,
+    /// Expected arrivals per day over all its connectors.
+    per_day: f64,
+    /// Other chargers share its site.
+    has_peers: bool,
+}
+
+/// The first draws of a charger's plan stream, made before the faults are placed (the
+/// `underused` placement needs the charger's arrival rate).
+struct Basics {
+    rng: Rng,
+    boot: Millis,
+    serial: String,
+    ambient_c: f64,
+    /// Expected arrivals per connector per day.
+    per_day: f64,
+    rate_per_ms_max: f64,
+}
+
+impl Basics {
+    fn draw(seed: u64, idx: usize, model: &Model, weight_max: f64, weight_mean: f64) -> Basics {
+        let mut rng = stream(seed, PURPOSE_PLAN, idx as u64);
+        // Relative to the start; `plan_charger` adds it.
+        let boot = rng.between(0, 30 * SECOND);
+        let serial = format!("{}{:09}", model.serial_prefix, rng.below(1_000_000_000));
+        let ambient_c = rng.range(20.0, 28.0);
+        let popularity = rng.range(0.6, 1.4);
+        let per_day = if model.dc { 7.0 } else { 3.0 } * popularity;
+        let rate_per_ms_max = per_day * (weight_max / weight_mean) / DAY as f64;
+        Basics {
+            rng,
+            boot,
+            serial,
+            ambient_c,
+            per_day,
+            rate_per_ms_max,
+        }
+    }
+}
+
+/// Space kept free around a fault: no other fault of the charger, no maintenance, no noise.
+const FAULT_PAD: Millis = 30 * MINUTE;
+/// An `underused` fault lasts long enough for the charger to have expected this many sessions.
+const UNDERUSED_SESSIONS: f64 = 16.0;
+const UNDERUSED_MIN: Millis = 6 * HOUR;
+const UNDERUSED_MAX: Millis = 20 * HOUR;
+/// Sessions seen before an `underused` fault begins (the detectors learn the arrival rates).
+const UNDERUSED_WARMUP: Millis = 4 * HOUR;
+
+/// How long after its time a fault (and its label) is over, at most.
+fn footprint(kind: AnomalyKind, dur: Millis, meter_ms: Millis) -> Millis {
+    match kind {
+        // Three sessions of ≤ max(50 min, 10 samples) plus ≤ 3.5 min around each, two gaps of
+        // ≤ 30 min.
+        AnomalyKind::PowerDeliveryDegraded => 4 * HOUR + 30 * meter_ms,
+        AnomalyKind::Underused => dur,
+        AnomalyKind::ClockSkew => 3 * HOUR + MINUTE,
+        AnomalyKind::MessageErrors => 70 * MINUTE,
+        // Every other fault (and a fault session) is over within 2.5 h plus a few samples;
+        // session_failures: ≤ 5 × 7.5 min plus 4 gaps of ≤ 20 min.
+        _ => 150 * MINUTE + 16 * meter_ms,
+    }
+}
+
+/// Sessions a charger with `per_day` expected arrivals per day (all connectors) would have
+/// seen in `[t, t + d)` under the planner's hourly profile.
+fn expected_sessions(per_day: f64, t: Millis, d: Millis) -> f64 {
+    let mean = HOURLY_WEIGHT.iter().sum::<f64>() / 24.0;
+    let mut e = 0.0;
+    let mut x = t;
+    while x < t + d {
+        let hour_end = (x.div_euclid(HOUR) + 1) * HOUR;
+        let to = hour_end.min(t + d);
+        let w = HOURLY_WEIGHT[(x.rem_euclid(DAY) / HOUR) as usize];
+        e += per_day * (w / mean) * (to - x) as f64 / DAY as f64;
+        x = to;
+    }
+    e
+}
+
+/// The shortest span from `t` (≥ 6 h, ≤ 20 h, on whole minutes) in which the charger would
+/// have expected [`UNDERUSED_SESSIONS`] sessions.
+fn underused_span(per_day: f64, t: Millis) -> Option<Millis> {
+    let mut d = UNDERUSED_MIN;
+    let mut e = expected_sessions(per_day, t, d);
+    while e < UNDERUSED_SESSIONS {
+        if d >= UNDERUSED_MAX {
+            return None;
+        }
+        e += expected_sessions(per_day, t + d, MINUTE);
+        d += MINUTE;
+    }
+    Some(d)
+}
+
 /// Chooses (charger, time) for every fault: `fault_rate` per kind per 100 chargers per day,
-/// at least one of each, never near a maintenance window or another fault of the same charger
-/// (so that labels do not overlap and the charger is healthy around each fault).
+/// at least one of each kind whose footprint fits the run, never within 30 min of a
+/// maintenance window or another fault of the same charger (so that labels do not overlap
+/// and the charger is healthy around each fault). `underused` is placed first (it needs a
+/// busy charger and 6–20 h), on its own random stream; the original six kinds draw from the
+/// stream they always did.
 fn place_faults(
     cfg: &SimulatorConfig,
     start: Millis,
     end: Millis,
     meter_ms: Millis,
     maint: &[Vec<(Millis, Millis)>],
-    connectors: &[u32],
+    facts: &[Facts],
 ) -> Vec<FaultReq> {
-    let n = connectors.len();
-    // Every fault (and a fault session) is over within 2.5 h plus a few samples.
-    let footprint = 150 * MINUTE + 16 * meter_ms;
-    let sep = 3 * HOUR + 16 * meter_ms;
-    let lo = start + 30 * MINUTE;
-    let hi = end - footprint;
-    if n == 0 || hi <= lo {
+    let n = facts.len();
+    if n == 0 {
         return Vec::new();
     }
     let per_kind = ((cfg.fault_rate.max(0.0) * n as f64 / 100.0) * (cfg.hours as f64 / 24.0))
         .round()
         .max(1.0) as usize;
-    let mut rng = stream(cfg.seed, PURPOSE_FAULTS, 0);
+    let lo = start + 30 * MINUTE;
+    let mut order: Vec<AnomalyKind> = vec![AnomalyKind::Underused];
+    order.extend(
+        AnomalyKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| *k != AnomalyKind::Underused),
+    );
+    let original = [
+        AnomalyKind::CommunicationLost,
+        AnomalyKind::ConnectorFaulted,
+        AnomalyKind::PowerSupply,
+        AnomalyKind::OverTemperature,
+        AnomalyKind::MeterError,
+        AnomalyKind::StuckSession,
+    ];
+    let mut old_rng = stream(cfg.seed, PURPOSE_FAULTS, 0);
+    let mut variants = stream(cfg.seed, PURPOSE_FAULTS, 1_000);
     let mut reqs: Vec<FaultReq> = Vec::new();
-    for kind in AnomalyKind::ALL {
+    for kind in order {
+        let mut own;
+        let rng: &mut Rng = if original.contains(&kind) {
+            &mut old_rng
+        } else {
+            own = stream(cfg.seed, PURPOSE_FAULTS, 100 + kind as u64);
+            &mut own
+        };
+        let fixed = footprint(kind, 0, meter_ms);
+        let (klo, khi) = if kind == AnomalyKind::Underused {
+            (
+                start + UNDERUSED_WARMUP,
+                end - UNDERUSED_MIN - FAULT_PAD,
+            )
+        } else {
+            (lo, end - fixed)
+        };
+        if khi <= klo {
+            continue;
+        }
         for _ in 0..per_kind {
             for _attempt in 0..500 {
                 let charger = rng.below(n as u64) as usize;
-                let t = rng.between(lo, hi) / SECOND * SECOND;
-                let clash_fault = reqs
-                    .iter()
-                    .any(|r| r.charger == charger && (r.t - t).abs() < sep);
+                let t = rng.between(klo, khi) / SECOND * SECOND;
+                let dur = if kind == AnomalyKind::Underused {
+                    if !facts[charger].has_peers {
+                        continue;
+                    }
+                    let Some(d) = underused_span(facts[charger].per_day, t) else {
+                        continue;
+                    };
+                    let d = (d + rng.between(0, 30 * MINUTE) / SECOND * SECOND)
+                        .min(UNDERUSED_MAX)
+                        .min(end - FAULT_PAD - t);
+                    if expected_sessions(facts[charger].per_day, t, d) < UNDERUSED_SESSIONS {
+                        continue;
+                    }
+                    d
+                } else {
+                    0
+                };
+                let fp = footprint(kind, dur, meter_ms);
+                let clash_fault = reqs.iter().any(|r| {
+                    r.charger == charger
+                        && t < r.t + footprint(r.kind, r.dur, meter_ms) + FAULT_PAD
+                        && r.t < t + fp + FAULT_PAD
+                });
                 let clash_maint = maint[charger]
                     .iter()
-                    .any(|&(ws, we)| t + sep > ws && t < we + 30 * MINUTE);
+                    .any(|&(ws, we)| t + fp + FAULT_PAD > ws && t < we + FAULT_PAD);
                 if clash_fault || clash_maint {
                     continue;
                 }
-                let connector = 1 + rng.below(connectors[charger] as u64) as u32;
+                let connector = 1 + rng.below(facts[charger].connectors as u64) as u32;
+                let variant = if kind == AnomalyKind::PowerSupply {
+                    let r = variants.f64();
+                    if r < 0.3 {
+                        PowerVariant::AllPhases
+                    } else if r < 0.5 {
+                        if facts[charger].phases == 3 {
+                            PowerVariant::OnePhase
+                        } else {
+                            PowerVariant::AllPhases
+                        }
+                    } else if r < 0.75 {
+                        PowerVariant::Frequency
+                    } else {
+                        PowerVariant::PowerLoss
+                    }
+                } else {
+                    PowerVariant::AllPhases
+                };
                 reqs.push(FaultReq {
                     kind,
                     charger,
                     connector,
                     t,
+                    dur,
+                    variant,
                 });
                 break;
             }

@@ -1,19 +1,27 @@
 //! Fault detectors and the book of open anomalies of one charger.
 //!
-//! Owns: the detection rules (documented on each detector), anomaly ids and the open/resolved
-//! life cycle. An anomaly opens once and resolves at most once (one still open at the end of
-//! the input has no resolved record), with the same deterministic id
-//! (derived from kind, charger, connector and the event time at which the condition first
-//! held), so consumers can deduplicate on (`id`, `state`).
+//! Owns: the per-sample detection rules (documented below and in `docs/detectors.md`),
+//! anomaly ids and the open/resolved life cycle. An anomaly opens once and resolves at most
+//! once (one still open at the end of the input has no resolved record), with the same
+//! deterministic id (derived from kind, charger, connector and the event time at which the
+//! condition first held), so consumers can deduplicate on (`id`, `state`). A record stamped
+//! inside one of the charger's scheduled maintenance windows is marked `during_maintenance`.
+//!
+//! The per-charger detectors (this module, `link` and `charger`):
 //!
 //! | kind | opens when | resolves when |
 //! |---|---|---|
-//! | `communication_lost` | no message for `missed_heartbeats` × the charger's heartbeat interval (event time = last message + that span) | the next message |
-//! | `connector_faulted` | StatusNotification `Faulted` (any error code) | a non-Faulted status on that connector |
-//! | `power_supply` | `confirm_samples` consecutive samples with a phase voltage outside nominal ± band, or error code UnderVoltage/OverVoltage | as many in-band samples / a NoError status |
+//! | `communication_lost` | no message for `missed_heartbeats` × the charger's heartbeat interval (from its BootNotification's CALLRESULT; event time = last message + that span) | the next message |
+//! | `connector_faulted` | StatusNotification `Faulted` (any error code), or a 2.0.1 NotifyEvent problem | a non-Faulted status / the problem cleared |
+//! | `power_supply` | `confirm_samples` consecutive samples with any phase voltage outside the station's nominal ± `voltage_band_pct`, or the frequency outside nominal ± `frequency_band_pct`; error code UnderVoltage/OverVoltage; a `PowerLoss` stop (from the last message before the reboot to the reboot) | as many in-band samples / a NoError status / the reboot |
 //! | `over_temperature` | `confirm_samples` consecutive samples above `max_temperature_c`, or error code HighTemperature | as many samples below / a NoError status |
 //! | `meter_error` | the energy register goes backwards, or rises faster than the charger's rated power allows | the next consistent sample |
 //! | `stuck_session` | open transaction, status Charging, no power (< `idle_power_w`) for `stuck_after` | power returns, the status changes, or the transaction stops |
+//! | `session_failures` | `failed_sessions_run` consecutive sessions on a connector delivered < `failed_session_wh` or stopped for EmergencyStop/HardReset/SoftReset/Reboot (at the last one's end) | a session that delivered |
+//! | `clock_skew` | the freshest of the last frames' timestamps is more than `clock_skew_threshold` off receive time, `confirm_samples` frames in a row (`link`) | as many frames in step |
+//! | `message_errors` | `message_errors_min` CALLERRORs or rejected frames within `message_errors_window` (`link`) | a window without one |
+//!
+//! `power_delivery_degraded` and `underused` compare a charger with the fleet: `fleet`.
 
 use std::sync::Arc;
 
@@ -213,10 +221,85 @@ impl Debounce {
     }
 }
 
+/// The supply as one sample shows it: every phase voltage against nominal ± band, and the
+/// grid frequency against nominal ± band.
+pub struct SupplyVerdict {
+    /// (phase index, volts) of the phases out of band.
+    bad_phases: Vec<(usize, f64)>,
+    /// The phase furthest from nominal.
+    worst_v: Option<f64>,
+    band_v: (f64, f64),
+    frequency_hz: Option<f64>,
+    frequency_bad: bool,
+}
+
+const PHASES: [&str; 3] = ["L1", "L2", "L3"];
+
+impl SupplyVerdict {
+    pub fn bad(&self) -> bool {
+        !self.bad_phases.is_empty() || self.frequency_bad
+    }
+
+    fn details(&self) -> Value {
+        let cause = if let Some((_, v)) = self.bad_phases.first() {
+            if *v < self.band_v.0 {
+                "under_voltage"
+            } else {
+                "over_voltage"
+            }
+        } else if self.frequency_bad {
+            "frequency"
+        } else {
+            "in_band"
+        };
+        json!({
+            "cause": cause,
+            "voltage_v": self.worst_v.map(round1),
+            "band_v": [round1(self.band_v.0), round1(self.band_v.1)],
+            "phases": self.bad_phases.iter().map(|(i, _)| PHASES[*i]).collect::<Vec<_>>(),
+            "frequency_hz": self.frequency_hz.map(|f| (f * 100.0).round() / 100.0),
+        })
+    }
+}
+
+/// Judges one sample's supply; `None` when it measures neither voltage nor frequency.
+pub fn supply_check(
+    cfg: &AnomalyConfig,
+    nominal_voltage_v: f64,
+    s: &MeterSample,
+) -> Option<SupplyVerdict> {
+    let lo = nominal_voltage_v * (1.0 - cfg.voltage_band_pct / 100.0);
+    let hi = nominal_voltage_v * (1.0 + cfg.voltage_band_pct / 100.0);
+    let mut bad_phases = Vec::new();
+    let mut worst_v: Option<f64> = None;
+    for (i, v) in s.voltage_v.iter().enumerate() {
+        let Some(v) = v.map(f64::from) else { continue };
+        if v < lo || v > hi {
+            bad_phases.push((i, v));
+        }
+        if worst_v.is_none_or(|w| (v - nominal_voltage_v).abs() > (w - nominal_voltage_v).abs()) {
+            worst_v = Some(v);
+        }
+    }
+    let frequency_hz = s.frequency_hz.map(f64::from);
+    let f_band = cfg.nominal_frequency_hz * cfg.frequency_band_pct / 100.0;
+    let frequency_bad = frequency_hz.is_some_and(|f| (f - cfg.nominal_frequency_hz).abs() > f_band);
+    if worst_v.is_none() && frequency_hz.is_none() {
+        return None;
+    }
+    Some(SupplyVerdict {
+        bad_phases,
+        worst_v,
+        band_v: (lo, hi),
+        frequency_hz,
+        frequency_bad,
+    })
+}
+
 /// Per-connector detector state for the sample-driven detectors.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SampleDetectors {
-    voltage: Debounce,
+    supply: Debounce,
     temperature: Debounce,
     last_register: Option<(Millis, f64)>,
 }
@@ -271,27 +354,14 @@ impl SampleDetectors {
         at: Millis,
         s: &MeterSample,
         max_power_w: f64,
+        nominal_voltage_v: f64,
         out: &mut Vec<Output>,
     ) -> Option<RegisterCheck> {
         // Connector 0 is the charger itself.
         let conn = (connector_id > 0).then_some(connector_id);
-        let lo = cfg.nominal_voltage_v * (1.0 - cfg.voltage_band_pct / 100.0);
-        let hi = cfg.nominal_voltage_v * (1.0 + cfg.voltage_band_pct / 100.0);
-        // The phase furthest from nominal decides.
-        let worst = s
-            .voltage_v
-            .iter()
-            .flatten()
-            .map(|v| *v as f64)
-            .max_by(|a, b| {
-                (a - cfg.nominal_voltage_v)
-                    .abs()
-                    .total_cmp(&(b - cfg.nominal_voltage_v).abs())
-            });
-        if let Some(worst) = worst {
-            let bad = worst < lo || worst > hi;
+        if let Some(verdict) = supply_check(cfg, nominal_voltage_v, s) {
             let open = book.is_open(AnomalyKind::PowerSupply, conn);
-            match self.voltage.observe(bad, at, cfg.confirm_samples, open) {
+            match self.supply.observe(verdict.bad(), at, cfg.confirm_samples, open) {
                 Transition::Opened(since) => {
                     book.open(
                         subject,
@@ -299,19 +369,12 @@ impl SampleDetectors {
                         conn,
                         since,
                         Severity::Critical,
-                        json!({"voltage_v": round1(worst), "band_v": [round1(lo), round1(hi)], "cause": if worst < lo {"under_voltage"} else {"over_voltage"}}),
+                        verdict.details(),
                         out,
                     );
                 }
                 Transition::Cleared(since) => {
-                    book.resolve(
-                        subject,
-                        AnomalyKind::PowerSupply,
-                        conn,
-                        since,
-                        json!({"voltage_v": round1(worst)}),
-                        out,
-                    );
+                    book.resolve(subject, AnomalyKind::PowerSupply, conn, since, verdict.details(), out);
                 }
                 Transition::None => {}
             }

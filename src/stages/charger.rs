@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::anomalies::{in_maintenance, AnomalyBook, SampleDetectors, Subject};
+use super::link::{ClockWatch, ErrorWatch, Verdict};
 use super::health::{ChargerHealth, Conditions};
 use super::notifications::{notify, RecentUsers, OPERATOR, PUBLIC};
 use super::sessions::OpenSession;
@@ -24,7 +25,8 @@ use super::{Reference, StageConfig, StationRef};
 use crate::config::MaintenanceWindow;
 use crate::model::{
     AnomalyKind, Audience, AuditFacts, ConnectorStatus, CostPair, ErrorCode, Event, EventKind,
-    MessageId, Millis, NotificationKind, Output, SessionRecord, Severity, TransactionId,
+    FleetObservation, MessageId, Millis, NotificationKind, Observed, Output, SessionRecord,
+    Severity, TransactionId,
 };
 use crate::ocpp::v16::TRANSACTION_CONNECTOR;
 
@@ -48,6 +50,11 @@ struct ConnectorState {
     opened_by_code: Vec<AnomalyKind>,
     /// A fault reported outside StatusNotification (2.0.1 NotifyEvent) is active.
     fault_active: bool,
+    /// Consecutive failed sessions, and when the first of them started.
+    failed_run: u32,
+    failed_since: Millis,
+    /// Whether the fleet detectors were last told this connector is usable.
+    usable_reported: Option<bool>,
 }
 
 impl ConnectorState {
@@ -83,6 +90,12 @@ struct ChargerState {
     book: AnomalyBook,
     health: ChargerHealth,
     recent: RecentUsers,
+    /// Vendor and model from the BootNotification (the fleet learns delivery per model).
+    model: Option<Arc<str>>,
+    clock: ClockWatch,
+    errors: ErrorWatch,
+    /// The last boot after a silence: (last message before it, boot time).
+    rebooted: Option<(Millis, Millis)>,
 }
 
 /// What arrival-order handling decided about an event.
@@ -260,6 +273,10 @@ impl ChargerStages {
                 book: AnomalyBook::default(),
                 health: ChargerHealth::new(window_start(start, cfg.health_window)),
                 recent: RecentUsers::default(),
+                model: None,
+                clock: ClockWatch::default(),
+                errors: ErrorWatch::default(),
+                rebooted: None,
             }
         })
     }
@@ -353,6 +370,7 @@ impl ChargerStages {
         advance(st, cfg, &self.operator, ev.event_time, out);
         // A late event is applied as of the charger's current time.
         let t = ev.event_time.max(st.now);
+        link_checks(st, cfg, ev, t, out);
         let subject = Subject {
             charge_point_id: &st.id,
             site_id: &st.station.site_id,
@@ -369,6 +387,7 @@ impl ChargerStages {
                 out,
             );
         }
+        let previously_seen = st.last_seen;
         // Everything but the backend's CALLRESULTs shows the charger is alive (a CALLERROR in
         // a charger's traffic is its answer to a backend CALL).
         if !matches!(ev.kind, EventKind::CallResult { .. }) {
@@ -377,11 +396,15 @@ impl ChargerStages {
         }
 
         match &ev.kind {
-            EventKind::Boot { .. }
-            | EventKind::Heartbeat
-            | EventKind::Authorize { .. }
-            | EventKind::CallResult { .. } => {}
-            EventKind::CallError { .. } => st.health.charger_error(),
+            EventKind::Boot { vendor, model, .. } => {
+                let name = format!("{vendor} {model}");
+                if st.model.as_deref() != Some(name.as_str()) {
+                    st.model = Some(Arc::from(name));
+                }
+                st.rebooted = Some((previously_seen, t));
+            }
+            EventKind::Heartbeat | EventKind::Authorize { .. } | EventKind::CallResult { .. } => {}
+            EventKind::CallError { .. } | EventKind::Rejected { .. } => st.health.charger_error(),
             EventKind::Status {
                 connector_id,
                 status,
@@ -527,6 +550,7 @@ impl ChargerStages {
                     at,
                     sample,
                     max_power,
+                    st.station.nominal_voltage_v,
                     out,
                 );
                 let session = cs.session.as_mut().filter(|s| {
@@ -541,6 +565,36 @@ impl ChargerStages {
                     if let Some(p) = sample.power_w {
                         s.peak_power_w = s.peak_power_w.max(p);
                         s.on_power(at, p, power_bounds_w);
+                        let fleet = &cfg.anomalies.fleet;
+                        if p >= cfg.anomalies.idle_power_w
+                            && max_power > 0.0
+                            && s.delivery_samples < fleet.delivery_samples
+                        {
+                            s.delivery_samples += 1;
+                            let ratio = p / max_power;
+                            if s.delivery_best.is_none_or(|(r, _, _)| ratio > r) {
+                                s.delivery_best = Some((ratio, soc_band(sample.soc_pct), p));
+                            }
+                            if s.delivery_samples == fleet.delivery_samples {
+                                if let Some((ratio, soc_band, power_w)) = s.delivery_best {
+                                    let model = st.model.clone().unwrap_or_else(|| {
+                                        Arc::from(format!("rated {max_power:.0} W"))
+                                    });
+                                    out.push(Output::Observation(Box::new(FleetObservation {
+                                        at: t,
+                                        charge_point_id: st.id.clone(),
+                                        site_id: st.station.site_id.clone(),
+                                        connector_id: c,
+                                        what: Observed::Delivery {
+                                            model,
+                                            ratio,
+                                            soc_band,
+                                            power_w,
+                                        },
+                                    })));
+                                }
+                            }
+                        }
                     }
                     if let Some(soc) = sample.soc_pct {
                         s.observe_soc(t, soc);
@@ -637,6 +691,13 @@ impl ChargerStages {
                     // The same transaction announced again (a retried or re-sent start).
                     return;
                 }
+                out.push(Output::Observation(Box::new(FleetObservation {
+                    at: t,
+                    charge_point_id: st.id.clone(),
+                    site_id: st.station.site_id.clone(),
+                    connector_id: c,
+                    what: Observed::SessionStarted,
+                })));
                 let mut s =
                     OpenSession::new(*message_id, id_tag.clone(), ev.event_time, *meter_start_wh);
                 s.transaction_id = tx;
@@ -647,6 +708,7 @@ impl ChargerStages {
                         .map(|m| m + old.sample_energy_wh.round() as i64);
                     close_session(
                         st,
+                        cfg,
                         reference,
                         c,
                         old,
@@ -760,6 +822,7 @@ impl ChargerStages {
                             let end = ev.event_time.max(s.start_time);
                             close_session(
                                 st,
+                                cfg,
                                 reference,
                                 c,
                                 s,
@@ -775,6 +838,7 @@ impl ChargerStages {
                 }
             }
         }
+        report_usable(st, t, out);
         st.now = st.now.max(t);
     }
 }
@@ -854,6 +918,7 @@ fn set_faulted(
 #[allow(clippy::too_many_arguments)]
 fn close_session(
     st: &mut ChargerState,
+    cfg: &StageConfig,
     reference: &Reference,
     c: u32,
     mut s: OpenSession,
@@ -903,6 +968,10 @@ fn close_session(
         json!({"stopped": reason.as_ref()}),
         out,
     );
+    let tx_id = s.transaction_id.as_ref().map(|t| t.to_string());
+    if reason.as_ref() != SUPERSEDED {
+        session_outcome(st, cfg, c, s.start_time, end, energy_wh, reason, &tx_id, out);
+    }
     let (charging_ms, parking_ms) = periods
         .iter()
         .fold((0, 0), |(c, p), x| (c + x.charging_ms, p + x.parking_ms));
@@ -946,6 +1015,175 @@ fn close_session(
             time_zone: Some(Arc::from(st.station.time_zone.name())),
         },
     })));
+}
+
+/// The state-of-charge band a delivery sample is judged in: 0 unknown, 1 below 80 %,
+/// 2 from 80 to 95 % (DC tapering), 3 above.
+pub fn soc_band(soc_pct: Option<f32>) -> u8 {
+    match soc_pct {
+        None => 0,
+        Some(s) if s < 80.0 => 1,
+        Some(s) if s < 95.0 => 2,
+        Some(_) => 3,
+    }
+}
+
+/// Stop reasons that say a session failed (a power loss is the supply's, not the session's).
+pub const FAILURE_STOP_REASONS: [&str; 4] = ["EmergencyStop", "HardReset", "SoftReset", "Reboot"];
+
+/// What a session's end says about the connector: `session_failures` (a run of sessions
+/// that delivered almost nothing or stopped for a failure reason) and a `PowerLoss` stop
+/// (`power_supply`, from the last message before the charger's reboot to the reboot).
+#[allow(clippy::too_many_arguments)]
+fn session_outcome(
+    st: &mut ChargerState,
+    cfg: &StageConfig,
+    c: u32,
+    start: Millis,
+    end: Millis,
+    energy_wh: i64,
+    reason: &Arc<str>,
+    transaction_id: &Option<String>,
+    out: &mut Vec<Output>,
+) {
+    let a = &cfg.anomalies;
+    let subject = Subject {
+        charge_point_id: &st.id,
+        site_id: &st.station.site_id,
+        maintenance: &st.maintenance,
+    };
+    let cs = connector(&mut st.connectors, c);
+    let failed =
+        energy_wh < a.failed_session_wh || FAILURE_STOP_REASONS.contains(&reason.as_ref());
+    if failed {
+        if cs.failed_run == 0 {
+            cs.failed_since = start;
+        }
+        cs.failed_run += 1;
+        if cs.failed_run >= a.failed_sessions_run.max(1) {
+            st.book.open(
+                &subject,
+                AnomalyKind::SessionFailures,
+                Some(c),
+                end,
+                Severity::Warning,
+                json!({"failed_sessions": cs.failed_run, "since": format_rfc3339(cs.failed_since), "energy_wh": energy_wh, "stop_reason": reason.as_ref(), "transaction_id": transaction_id}),
+                out,
+            );
+        }
+    } else {
+        cs.failed_run = 0;
+        st.book.resolve(
+            &subject,
+            AnomalyKind::SessionFailures,
+            Some(c),
+            end,
+            json!({"energy_wh": energy_wh, "transaction_id": transaction_id}),
+            out,
+        );
+    }
+    if reason.as_ref() == "PowerLoss" {
+        // The charger reports the loss once it is back: the outage is behind it.
+        let (from, to) = match st.rebooted {
+            Some((silent, boot)) if boot >= start && boot <= end => (silent.max(start), boot),
+            _ => (end, end),
+        };
+        let details = json!({"cause": "power_loss", "transaction_id": transaction_id, "power_back": format_rfc3339(to)});
+        if st
+            .book
+            .open(&subject, AnomalyKind::PowerSupply, Some(c), from, Severity::Critical, details.clone(), out)
+            .is_some()
+        {
+            st.book
+                .resolve(&subject, AnomalyKind::PowerSupply, Some(c), to, details, out);
+        }
+    }
+}
+
+/// The fleet detectors' view of each connector: usable (Available, the charger online and
+/// operative, no fault, no session) or not. Told only when it changes.
+fn report_usable(st: &mut ChargerState, at: Millis, out: &mut Vec<Output>) {
+    let online = !st.book.is_open(AnomalyKind::CommunicationLost, None);
+    let operative = st.charger_status.is_operative() && !st.charger_fault_active;
+    for cs in st.connectors.iter_mut().filter(|c| c.id > 0) {
+        let usable = online
+            && operative
+            && cs.status == Some(ConnectorStatus::Available)
+            && !cs.fault_active
+            && cs.session.is_none();
+        if cs.usable_reported != Some(usable) {
+            cs.usable_reported = Some(usable);
+            out.push(Output::Observation(Box::new(FleetObservation {
+                at,
+                charge_point_id: st.id.clone(),
+                site_id: st.station.site_id.clone(),
+                connector_id: cs.id,
+                what: Observed::Usable(usable),
+            })));
+        }
+    }
+}
+
+/// `clock_skew` and `message_errors` (`stages::link`) over one event.
+fn link_checks(
+    st: &mut ChargerState,
+    cfg: &StageConfig,
+    ev: &Event,
+    t: Millis,
+    out: &mut Vec<Output>,
+) {
+    let a = &cfg.anomalies;
+    let subject = Subject {
+        charge_point_id: &st.id,
+        site_id: &st.station.site_id,
+        maintenance: &st.maintenance,
+    };
+    if let Some(offset) = ev.clock_offset_ms {
+        // Stamped at receive time: the charger's own clock is what is in doubt.
+        match st.clock.observe(a, ev.seq, ev.receive_time, offset as i64) {
+            Verdict::Open { at, value } => {
+                st.book.open(
+                    &subject,
+                    AnomalyKind::ClockSkew,
+                    None,
+                    at,
+                    Severity::Warning,
+                    json!({"offset_s": value, "threshold_s": a.clock_skew_threshold.0 / 1000}),
+                    out,
+                );
+            }
+            Verdict::Resolve { at, value } => {
+                st.book.resolve(&subject, AnomalyKind::ClockSkew, None, at, json!({"offset_s": value}), out);
+            }
+            Verdict::None => {}
+        }
+    }
+    let verdict = match &ev.kind {
+        EventKind::CallError { .. } | EventKind::Rejected { .. } => st.errors.error(a, t),
+        _ => st.errors.tick(a, t),
+    };
+    match verdict {
+        Verdict::Open { at, value } => {
+            let what = match &ev.kind {
+                EventKind::CallError { error_code, .. } => error_code.to_string(),
+                EventKind::Rejected { reason } => reason.as_str().to_string(),
+                _ => String::new(),
+            };
+            st.book.open(
+                &subject,
+                AnomalyKind::MessageErrors,
+                None,
+                at,
+                Severity::Warning,
+                json!({"errors": value, "window_s": a.message_errors_window.0 / 1000, "last_error": what}),
+                out,
+            );
+        }
+        Verdict::Resolve { at, .. } => {
+            st.book.resolve(&subject, AnomalyKind::MessageErrors, None, at, json!({}), out);
+        }
+        Verdict::None => {}
+    }
 }
 
 /// Prices a session's periods with its tariff, in its site's time zone. `None` (logged) if
@@ -1057,6 +1295,7 @@ fn advance(
                     json!({"last_message": format_rfc3339(st.last_seen), "heartbeat_interval_s": st.heartbeat_interval / 1000, "missed_heartbeats": cfg.anomalies.missed_heartbeats}),
                     out,
                 );
+                report_usable(st, at, out);
                 if opened.is_some() && !in_maintenance(&st.maintenance, at) {
                     notify(
                         NotificationKind::StationOutOfOrder,

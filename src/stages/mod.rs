@@ -10,11 +10,14 @@ pub mod anomalies;
 pub mod billing;
 pub mod charger;
 pub mod detector;
+pub mod fleet;
 pub mod health;
 pub mod leakage;
+pub mod link;
 pub mod notifications;
 pub mod revenue;
 pub mod sessions;
+pub mod uptime;
 
 use std::sync::Arc;
 

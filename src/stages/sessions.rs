@@ -45,6 +45,10 @@ pub struct OpenSession {
     state_since: Millis,
     /// Which of the tariff's power bounds the power is between.
     power_bucket: usize,
+    /// Charging samples seen so far (for the fleet's delivery judgement).
+    pub delivery_samples: u32,
+    /// The best of them: (share of rated power, SoC band, W).
+    pub delivery_best: Option<(f64, u8, f64)>,
 }
 
 /// A charging period being accumulated.
@@ -95,6 +99,8 @@ impl OpenSession {
             charging: true,
             state_since: start_time,
             power_bucket: 0,
+            delivery_samples: 0,
+            delivery_best: None,
         }
     }
 

@@ -1,0 +1,725 @@
+//! Fleet-wide detectors: `power_delivery_degraded` and `underused`, the two faults that can
+//! only be told from normal by comparing a charger with the rest of the fleet.
+//!
+//! Owns: the learned baselines (delivery per charger model, demand per hour of week, per
+//! charger and per site) and the anomalies these two detectors open. Runs on worker 0 (the
+//! aggregator) over [`FleetObservation`]s that the charger stage emits, so every charger is
+//! judged against the same fleet whatever the number of workers. Observations are applied in
+//! event-time order once the watermark is [`SETTLE`] past them, so the outcome does not
+//! depend on how the input was batched. Pure: no I/O, no timely.
+//!
+//! **`power_delivery_degraded`.** Each session reports the best power among its first
+//! `delivery_samples` charging samples as a share of the charger's rated power, with the
+//! state-of-charge band it was seen in (a DC car above 80 % tapers by design). Per (charger
+//! model, SoC band) the fleet keeps a decayed histogram of those shares, seeded with
+//! `prior_weight` sessions at `prior_delivery_ratio`. A session is *weak* when its share is
+//! below both `weak_fraction` × the model's median and the model's `weak_quantile` quantile:
+//! a car that only takes 3.7 kW on a 22 kW charger is normal for the fleet (it happens to a
+//! few percent of sessions), a connector that gives every car a tenth of its rating is not.
+//! `degraded_sessions` weak sessions in a row on a connector open the anomaly (stamped at the
+//! judgement of the last one); a session that is not weak resolves it. Detection delay: the
+//! third degraded session's `delivery_samples`-th charging sample.
+//!
+//! **`underused`.** The demand model is a Poisson rate per usable connector-hour for each of
+//! the 168 hours of the local week, learned from the fleet's session starts and usable hours,
+//! seeded with `prior_sessions_per_day` shaped by `prior_hourly_profile` (worth
+//! [`PRIOR_HOURS`] connector-hours per hour of the week). Each charger has a level (how busy
+//! it is relative to the fleet) learned from its own sessions and shrunk towards its site's
+//! level, and the site's towards 1 ([`PRIOR_SESSIONS`] pseudo-sessions each): a new charger
+//! starts from its site peers. While a charger has a usable connector (Available, online,
+//! operative, no session) and no session starts, the expected number of sessions it has
+//! missed — level × fleet rate × usable connector-time — grows; at `underused_min_expected`
+//! (P(no session | healthy) = e^−x) it opens, provided its site peers started at least
+//! `underused_min_peer_sessions` sessions meanwhile (peers idle too: the site is quiet, not
+//! this charger) and the charger is not in scheduled maintenance. Its next session, or
+//! losing every usable connector, resolves it. All counts decay with `baseline_half_life`.
+//! Warm-up: the priors give sensible thresholds from the first hour; after a day the levels
+//! are mostly the charger's own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Offset, TimeZone};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::anomalies::{AnomalyBook, Subject};
+use super::Reference;
+use crate::config::FleetDetectorConfig;
+use crate::model::{AnomalyKind, FleetObservation, Millis, Observed, Output, Severity};
+use crate::time::format_rfc3339;
+
+/// Observations are applied once the watermark is this far past them: a charger's late
+/// event can be stamped up to a second before the watermark it was processed under.
+pub const SETTLE: Millis = 60_000;
+/// Demand is integrated in steps of this much event time.
+pub const STEP: Millis = 5 * 60_000;
+/// Weight of the demand prior, connector-hours per hour of the week.
+pub const PRIOR_HOURS: f64 = 50.0;
+/// Pseudo-sessions that shrink a charger's level towards its site's, and a site's towards 1.
+pub const PRIOR_SESSIONS: f64 = 3.0;
+
+const HOUR: Millis = 3_600_000;
+const DAY: Millis = 24 * HOUR;
+const BINS: usize = 80;
+const BIN_WIDTH: f64 = 0.02;
+
+/// A decayed histogram of delivery shares (0 … 1.6 of rated power).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DeliveryModel {
+    bins: Vec<f64>,
+    updated: Millis,
+}
+
+impl DeliveryModel {
+    fn new(cfg: &FleetDetectorConfig, at: Millis) -> Self {
+        let mut bins = vec![0.0; BINS];
+        bins[bin(cfg.prior_delivery_ratio)] = cfg.prior_weight.max(0.0);
+        DeliveryModel { bins, updated: at }
+    }
+
+    fn decay(&mut self, cfg: &FleetDetectorConfig, at: Millis) {
+        let f = decay_factor(cfg, at - self.updated);
+        if f < 1.0 {
+            self.bins.iter_mut().for_each(|b| *b *= f);
+        }
+        self.updated = self.updated.max(at);
+    }
+
+    /// The share at quantile `q`: the lower edge of the bin where the cumulative weight
+    /// reaches it (conservative: judges fewer sessions weak).
+    fn quantile(&self, q: f64) -> f64 {
+        let total: f64 = self.bins.iter().sum();
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let mut acc = 0.0;
+        for (i, b) in self.bins.iter().enumerate() {
+            acc += b;
+            if acc >= q * total {
+                return i as f64 * BIN_WIDTH;
+            }
+        }
+        (BINS - 1) as f64 * BIN_WIDTH
+    }
+
+    fn add(&mut self, ratio: f64) {
+        self.bins[bin(ratio)] += 1.0;
+    }
+}
+
+fn bin(ratio: f64) -> usize {
+    ((ratio.max(0.0) / BIN_WIDTH) as usize).min(BINS - 1)
+}
+
+fn decay_factor(cfg: &FleetDetectorConfig, dt: Millis) -> f64 {
+    let h = cfg.baseline_half_life.0;
+    if dt <= 0 || h <= 0 {
+        1.0
+    } else {
+        0.5f64.powf(dt as f64 / h as f64)
+    }
+}
+
+/// Sessions and expected sessions (under the fleet's rate), decayed.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Counts {
+    sessions: f64,
+    expected: f64,
+}
+
+impl Counts {
+    fn decay(&mut self, f: f64) {
+        self.sessions *= f;
+        self.expected *= f;
+    }
+}
+
+/// One connector as the fleet detectors see it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Port {
+    usable: bool,
+    weak_run: u32,
+    weak_since: Millis,
+    /// The shares of the current weak run: they teach the model only once the run breaks
+    /// (a connector's own streak must not make itself look normal).
+    held_back: Vec<f64>,
+}
+
+/// One charger's demand state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Charger {
+    site_id: Arc<str>,
+    /// The site's time zone (reference data: bound again after a restore).
+    #[serde(skip)]
+    zone: Option<chrono_tz::Tz>,
+    ports: BTreeMap<u32, Port>,
+    counts: Counts,
+    /// Since the last session start (or since the charger became usable): when, the
+    /// sessions it was expected to have, and the site's session starts before it.
+    gap_since: Millis,
+    gap_expected: f64,
+    site_starts_at_gap: u64,
+    book: AnomalyBook,
+}
+
+impl Charger {
+    fn usable_ports(&self) -> usize {
+        self.ports.values().filter(|p| p.usable).count()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Site {
+    counts: Counts,
+    /// Session starts ever (not decayed): peers' starts during a charger's gap are the
+    /// difference (its own would have ended the gap).
+    starts: u64,
+}
+
+/// The fleet detectors' state (snapshotted with the aggregation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetDetectors {
+    #[serde(skip)]
+    cfg: FleetDetectorConfig,
+    pending: BTreeMap<(Millis, Arc<str>, u32, u8, u64), FleetObservation>,
+    arrivals: u64,
+    /// Demand integrated up to here.
+    now: Millis,
+    /// Fleet rate per hour of the week: session starts and usable connector-hours.
+    starts: Vec<f64>,
+    hours: Vec<f64>,
+    delivery: BTreeMap<(Arc<str>, u8), DeliveryModel>,
+    chargers: BTreeMap<Arc<str>, Charger>,
+    sites: BTreeMap<Arc<str>, Site>,
+}
+
+fn rank(o: &Observed) -> u8 {
+    match o {
+        Observed::SessionStarted => 0,
+        Observed::Delivery { .. } => 1,
+        Observed::Usable(_) => 2,
+    }
+}
+
+impl FleetDetectors {
+    pub fn new(cfg: FleetDetectorConfig) -> Self {
+        FleetDetectors {
+            cfg,
+                    pending: BTreeMap::new(),
+            arrivals: 0,
+            now: Millis::MIN,
+            starts: vec![0.0; 168],
+            hours: vec![0.0; 168],
+            delivery: BTreeMap::new(),
+            chargers: BTreeMap::new(),
+            sites: BTreeMap::new(),
+        }
+    }
+
+    /// Takes over a snapshot's state, keeping this configuration.
+    pub fn restore(&mut self, snapshot: FleetDetectors) {
+        let cfg = std::mem::take(&mut self.cfg);
+        *self = snapshot;
+        self.cfg = cfg;
+    }
+
+    pub fn observe(&mut self, o: FleetObservation) {
+        self.arrivals += 1;
+        let key = (
+            o.at,
+            o.charge_point_id.clone(),
+            o.connector_id,
+            rank(&o.what),
+            self.arrivals,
+        );
+        self.pending.insert(key, o);
+    }
+
+    /// Applies the observations and timers up to `watermark − SETTLE`.
+    pub fn advance(&mut self, watermark: Millis, reference: &Reference, out: &mut Vec<Output>) {
+        if watermark == Millis::MIN {
+            return;
+        }
+        self.run_until(watermark - SETTLE, reference, out);
+    }
+
+    /// End of input: everything pending, and timers up to the final watermark.
+    pub fn finish(&mut self, watermark: Millis, reference: &Reference, out: &mut Vec<Output>) {
+        let last = self.pending.keys().next_back().map(|k| k.0);
+        let until = match (watermark, last) {
+            (Millis::MIN, None) => return,
+            (Millis::MIN, Some(l)) => l,
+            (w, l) => l.map_or(w, |l| l.max(w)),
+        };
+        self.run_until(until, reference, out);
+    }
+
+    fn run_until(&mut self, until: Millis, reference: &Reference, out: &mut Vec<Output>) {
+        loop {
+            let next = match self.pending.first_key_value() {
+                Some((k, _)) if k.0 <= until => k.0,
+                _ => break,
+            };
+            self.integrate(next, reference, out);
+            if let Some((_, o)) = self.pending.pop_first() {
+                self.apply(o, reference, out);
+            }
+        }
+        self.integrate(until, reference, out);
+    }
+
+    /// Integrates demand up to `to` in steps, checking `underused` at each step.
+    fn integrate(&mut self, to: Millis, reference: &Reference, out: &mut Vec<Output>) {
+        if self.now == Millis::MIN {
+            self.now = to;
+            return;
+        }
+        while self.now < to {
+            let step_end = (self.now - self.now.rem_euclid(STEP) + STEP).min(to);
+            let dt = step_end - self.now;
+            self.accumulate(self.now, dt);
+            if step_end.rem_euclid(HOUR) == 0 {
+                self.decay_hourly();
+            }
+            self.now = step_end;
+            if step_end.rem_euclid(STEP) == 0 {
+                self.check_underused(step_end, reference, out);
+            }
+        }
+    }
+
+    fn decay_hourly(&mut self) {
+        let f = decay_factor(&self.cfg, HOUR);
+        self.starts.iter_mut().for_each(|x| *x *= f);
+        self.hours.iter_mut().for_each(|x| *x *= f);
+        for c in self.chargers.values_mut() {
+            c.counts.decay(f);
+        }
+        for s in self.sites.values_mut() {
+            s.counts.decay(f);
+        }
+    }
+
+    /// The fleet's rate (sessions per usable connector-hour) in hour-of-week `b`.
+    fn rate(&self, b: usize) -> f64 {
+        let shape = &self.cfg.prior_hourly_profile;
+        let mean = if shape.is_empty() {
+            1.0
+        } else {
+            shape.iter().sum::<f64>() / shape.len() as f64
+        };
+        let weight = if shape.is_empty() || mean <= 0.0 {
+            1.0
+        } else {
+            shape[(b % 24) % shape.len()] / mean
+        };
+        let prior = self.cfg.prior_sessions_per_day / 24.0 * weight;
+        (self.starts[b] + PRIOR_HOURS * prior) / (self.hours[b] + PRIOR_HOURS)
+    }
+
+    fn level(&self, c: &Charger) -> f64 {
+        let site = self
+            .sites
+            .get(&c.site_id)
+            .map_or(1.0, |s| (s.counts.sessions + PRIOR_SESSIONS) / (s.counts.expected + PRIOR_SESSIONS));
+        (c.counts.sessions + PRIOR_SESSIONS * site) / (c.counts.expected + PRIOR_SESSIONS)
+    }
+
+    /// Usable connector-time in `[from, from + dt)` (within one step, so one hour of week).
+    fn accumulate(&mut self, from: Millis, dt: Millis) {
+        let hours = dt as f64 / HOUR as f64;
+        let ids: Vec<Arc<str>> = self.chargers.keys().cloned().collect();
+        for id in ids {
+            let Some(c) = self.chargers.get(&id) else { continue };
+            let n = c.usable_ports();
+            if n == 0 {
+                continue;
+            }
+            let b = hour_of_week(from, c.zone.unwrap_or(chrono_tz::UTC));
+            let rate = self.rate(b);
+            let level = self.level(c);
+            let expected = rate * n as f64 * hours;
+            self.hours[b] += n as f64 * hours;
+            if let Some(c) = self.chargers.get_mut(&id) {
+                c.counts.expected += expected;
+                c.gap_expected += level * expected;
+                let site = self.sites.entry(c.site_id.clone()).or_default();
+                site.counts.expected += expected;
+            }
+        }
+    }
+
+    fn check_underused(&mut self, at: Millis, reference: &Reference, out: &mut Vec<Output>) {
+        let min_expected = self.cfg.underused_min_expected;
+        let min_peers = self.cfg.underused_min_peer_sessions as u64;
+        for (id, c) in self.chargers.iter_mut() {
+            if c.gap_expected < min_expected || c.book.is_open(AnomalyKind::Underused, None) {
+                continue;
+            }
+            let site = self.sites.get(&c.site_id);
+            let peers = site.map_or(0, |s| s.starts - c.site_starts_at_gap);
+            if peers < min_peers {
+                continue;
+            }
+            let maintenance = reference.maintenance_for(id, &c.site_id);
+            let subject = Subject {
+                charge_point_id: id,
+                site_id: &c.site_id,
+                maintenance: &maintenance,
+            };
+            if subject.in_maintenance(at) {
+                continue;
+            }
+            c.book.open(
+                &subject,
+                AnomalyKind::Underused,
+                None,
+                at,
+                Severity::Warning,
+                json!({
+                    "idle_since": format_rfc3339(c.gap_since),
+                    "expected_sessions": (c.gap_expected * 10.0).round() / 10.0,
+                    "site_peer_sessions": peers,
+                }),
+                out,
+            );
+        }
+    }
+
+    fn charger<'a>(
+        chargers: &'a mut BTreeMap<Arc<str>, Charger>,
+        sites: &BTreeMap<Arc<str>, Site>,
+        reference: &Reference,
+        o: &FleetObservation,
+    ) -> &'a mut Charger {
+        let c = chargers
+            .entry(o.charge_point_id.clone())
+            .or_insert_with(|| Charger {
+                site_id: o.site_id.clone(),
+                zone: None,
+                ports: BTreeMap::new(),
+                counts: Counts::default(),
+                gap_since: o.at,
+                gap_expected: 0.0,
+                site_starts_at_gap: sites.get(&o.site_id).map_or(0, |s| s.starts),
+                book: AnomalyBook::default(),
+            });
+        if c.zone.is_none() {
+            c.zone = Some(reference.station(&o.charge_point_id).time_zone);
+        }
+        c
+    }
+
+    fn apply(&mut self, o: FleetObservation, reference: &Reference, out: &mut Vec<Output>) {
+        let maintenance = reference.maintenance_for(&o.charge_point_id, &o.site_id);
+        let subject = Subject {
+            charge_point_id: &o.charge_point_id,
+            site_id: &o.site_id,
+            maintenance: &maintenance,
+        };
+        match &o.what {
+            Observed::Usable(usable) => {
+                let c = Self::charger(&mut self.chargers, &self.sites, reference, &o);
+                let before = c.usable_ports();
+                c.ports.entry(o.connector_id).or_default().usable = *usable;
+                let after = c.usable_ports();
+                if before == 0 && after > 0 {
+                    // Usable again: a new gap starts (an out-of-order charger is not idle).
+                    c.gap_since = o.at;
+                    c.gap_expected = 0.0;
+                    c.site_starts_at_gap = self.sites.get(&c.site_id).map_or(0, |s| s.starts);
+                } else if after == 0 {
+                    c.book.resolve(
+                        &subject,
+                        AnomalyKind::Underused,
+                        None,
+                        o.at,
+                        json!({"cause": "not_usable"}),
+                        out,
+                    );
+                }
+            }
+            Observed::SessionStarted => {
+                let b = {
+                    let c = Self::charger(&mut self.chargers, &self.sites, reference, &o);
+                    c.counts.sessions += 1.0;
+                    c.gap_since = o.at;
+                    c.gap_expected = 0.0;
+                    c.book.resolve(
+                        &subject,
+                        AnomalyKind::Underused,
+                        None,
+                        o.at,
+                        json!({"cause": "session_started"}),
+                        out,
+                    );
+                    hour_of_week(o.at, c.zone.unwrap_or(chrono_tz::UTC))
+                };
+                self.starts[b] += 1.0;
+                let site = self.sites.entry(o.site_id.clone()).or_default();
+                site.counts.sessions += 1.0;
+                site.starts += 1;
+                let starts = site.starts;
+                if let Some(c) = self.chargers.get_mut(&o.charge_point_id) {
+                    c.site_starts_at_gap = starts;
+                }
+            }
+            Observed::Delivery {
+                model,
+                ratio,
+                soc_band,
+                power_w,
+            } => {
+                let cfg = &self.cfg;
+                let m = self
+                    .delivery
+                    .entry((model.clone(), *soc_band))
+                    .or_insert_with(|| DeliveryModel::new(cfg, o.at));
+                m.decay(cfg, o.at);
+                let median = m.quantile(0.5);
+                let low = m.quantile(cfg.weak_quantile);
+                let weak = *ratio < cfg.weak_fraction * median && *ratio < low;
+                if !weak {
+                    m.add(*ratio);
+                }
+                let degraded_after = cfg.degraded_sessions.max(1);
+                let c = Self::charger(&mut self.chargers, &self.sites, reference, &o);
+                let port = c.ports.entry(o.connector_id).or_default();
+                let facts = json!({
+                    "model": &**model,
+                    "power_w": power_w.round(),
+                    "share_of_rated": (ratio * 1000.0).round() / 1000.0,
+                    "model_median_share": (median * 1000.0).round() / 1000.0,
+                    "model_low_share": (low * 1000.0).round() / 1000.0,
+                    "soc_band": soc_band,
+                });
+                if weak {
+                    if port.weak_run == 0 {
+                        port.weak_since = o.at;
+                    }
+                    port.weak_run += 1;
+                    if port.weak_run < degraded_after {
+                        port.held_back.push(*ratio);
+                    } else {
+                        port.held_back.clear();
+                    }
+                    if port.weak_run >= degraded_after {
+                        let mut details = facts;
+                        details["weak_sessions"] = json!(port.weak_run);
+                        details["since"] = json!(format_rfc3339(port.weak_since));
+                        c.book.open(
+                            &subject,
+                            AnomalyKind::PowerDeliveryDegraded,
+                            Some(o.connector_id),
+                            o.at,
+                            Severity::Warning,
+                            details,
+                            out,
+                        );
+                    }
+                } else {
+                    port.weak_run = 0;
+                    if let Some(m) = self.delivery.get_mut(&(model.clone(), *soc_band)) {
+                        for r in port.held_back.drain(..) {
+                            m.add(r);
+                        }
+                    }
+                    c.book.resolve(
+                        &subject,
+                        AnomalyKind::PowerDeliveryDegraded,
+                        Some(o.connector_id),
+                        o.at,
+                        facts,
+                        out,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Open anomalies by kind (to seed the gauge on restore).
+    pub fn open_anomalies(&self) -> BTreeMap<AnomalyKind, i64> {
+        let mut out = BTreeMap::new();
+        for c in self.chargers.values() {
+            for kind in c.book.open_kinds() {
+                *out.entry(kind).or_default() += 1;
+            }
+        }
+        out
+    }
+}
+
+/// Hour of the local week, Monday 00:00–01:00 = 0.
+pub fn hour_of_week(t: Millis, tz: chrono_tz::Tz) -> usize {
+    let offset = match DateTime::from_timestamp_millis(t) {
+        Some(dt) if tz != chrono_tz::UTC => {
+            tz.offset_from_utc_datetime(&dt.naive_utc()).fix().local_minus_utc() as i64 * 1000
+        }
+        _ => 0,
+    };
+    let local = t + offset;
+    // 1970-01-01 was a Thursday (day 3 of a Monday-based week).
+    let day = (local.div_euclid(DAY) + 3).rem_euclid(7);
+    let hour = local.rem_euclid(DAY) / HOUR;
+    (day * 24 + hour) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DataflowConfig, Registry};
+    use crate::model::AnomalyRecord;
+
+    const MIN: Millis = 60_000;
+    /// 2026-03-02T00:00:00Z, a Monday.
+    const T0: Millis = 1_772_409_600_000;
+
+    fn reference() -> Reference {
+        let cfg: DataflowConfig =
+            toml::from_str("[source]\nkind = \"file\"\npath = \"x\"").expect("config");
+        Reference::new(&cfg, &Registry::default(), vec![]).expect("reference")
+    }
+
+    fn obs(at: Millis, cp: &str, site: &str, connector: u32, what: Observed) -> FleetObservation {
+        FleetObservation {
+            at,
+            charge_point_id: Arc::from(cp),
+            site_id: Arc::from(site),
+            connector_id: connector,
+            what,
+        }
+    }
+
+    fn delivery(ratio: f64) -> Observed {
+        Observed::Delivery {
+            model: Arc::from("ACME AC22"),
+            ratio,
+            soc_band: 0,
+            power_w: ratio * 22_000.0,
+        }
+    }
+
+    fn anomalies(out: &[Output]) -> Vec<&AnomalyRecord> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Anomaly(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn weak_cars_are_normal_and_a_connector_that_starves_every_car_is_degraded() {
+        let r = reference();
+        let mut f = FleetDetectors::new(FleetDetectorConfig::default());
+        let mut out = Vec::new();
+        // 300 sessions of the model: mostly 11 kW cars (0.5), some 22 kW (1.0), 5 % 3.7 kW.
+        for i in 0..300 {
+            let ratio = match i % 20 {
+                0 => 0.168,
+                1..=4 => 1.0,
+                _ => 0.5,
+            };
+            f.observe(obs(T0 + i * MIN, &format!("CP-{}", i % 30), "S", 1, delivery(ratio)));
+        }
+        // Three 3.7 kW cars in a row on one connector: not degraded.
+        for k in 0..3 {
+            f.observe(obs(T0 + (400 + k) * MIN, "CP-A", "S", 1, delivery(0.168)));
+        }
+        // A connector that gives every car a tenth of its rating.
+        for k in 0..3 {
+            f.observe(obs(T0 + (500 + k * 60) * MIN, "CP-B", "S", 2, delivery(0.1)));
+        }
+        f.observe(obs(T0 + 800 * MIN, "CP-B", "S", 2, delivery(0.5)));
+        f.finish(T0 + 900 * MIN, &r, &mut out);
+        let got = anomalies(&out);
+        let degraded: Vec<_> = got
+            .iter()
+            .filter(|a| a.kind == AnomalyKind::PowerDeliveryDegraded)
+            .collect();
+        assert_eq!(degraded.len(), 2, "{degraded:#?}");
+        assert_eq!(&*degraded[0].charge_point_id, "CP-B");
+        assert_eq!(degraded[0].connector_id, Some(2));
+        assert_eq!(degraded[0].event_time, T0 + 620 * MIN);
+        assert_eq!(degraded[0].details["weak_sessions"], 3);
+        assert_eq!(degraded[1].event_time, T0 + 800 * MIN);
+        assert_eq!(degraded[0].id, degraded[1].id);
+    }
+
+    /// A site of six chargers with a session on each about every two hours by day; one of
+    /// them stops getting sessions at noon.
+    fn busy_site(silent_from: Millis, days: i64) -> Vec<Output> {
+        let r = reference();
+        let mut f = FleetDetectors::new(FleetDetectorConfig::default());
+        let mut out = Vec::new();
+        for c in 0..6 {
+            f.observe(obs(T0, &format!("CP-{c}"), "S", 1, Observed::Usable(true)));
+        }
+        let end = T0 + days * DAY;
+        let mut t = T0;
+        let mut k = 0;
+        while t < end {
+            let hour = t.rem_euclid(DAY) / HOUR;
+            for c in 0..6i64 {
+                let cp = format!("CP-{c}");
+                let day_time = (7..21).contains(&hour);
+                if day_time && (k + c) % 4 == 0 && !(c == 0 && t >= silent_from) {
+                    f.observe(obs(t + c * MIN, &cp, "S", 1, Observed::SessionStarted));
+                    f.observe(obs(t + c * MIN, &cp, "S", 1, Observed::Usable(false)));
+                    f.observe(obs(t + c * MIN + 40 * MIN, &cp, "S", 1, Observed::Usable(true)));
+                }
+            }
+            f.advance(t, &r, &mut out);
+            t += 30 * MIN;
+            k += 1;
+        }
+        f.finish(end, &r, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_charger_without_sessions_while_its_peers_are_busy_is_underused() {
+        let silent = T0 + DAY + 12 * HOUR;
+        let out = busy_site(silent, 3);
+        let got = anomalies(&out);
+        let underused: Vec<_> = got
+            .iter()
+            .filter(|a| a.kind == AnomalyKind::Underused)
+            .collect();
+        assert!(!underused.is_empty(), "no underused anomaly");
+        assert!(underused.iter().all(|a| &*a.charge_point_id == "CP-0"), "{underused:#?}");
+        let opened = underused[0].event_time;
+        // Its last session started just before noon; about 7 sessions' worth later.
+        assert!(opened > silent && opened < silent + 16 * HOUR, "{}", format_rfc3339(opened));
+        assert!(underused[0].details["expected_sessions"].as_f64().unwrap_or(0.0) >= 7.0);
+    }
+
+    #[test]
+    fn a_busy_site_raises_nothing() {
+        let out = busy_site(Millis::MAX, 3);
+        assert!(anomalies(&out).is_empty(), "{:#?}", anomalies(&out));
+    }
+
+    #[test]
+    fn hours_of_the_week_are_local() {
+        assert_eq!(hour_of_week(T0, chrono_tz::UTC), 0);
+        assert_eq!(hour_of_week(T0 + 25 * HOUR, chrono_tz::UTC), 25);
+        // Berlin is UTC+1 in March before the switch: Monday 01:00 local.
+        assert_eq!(hour_of_week(T0, chrono_tz::Europe::Berlin), 1);
+        // Sunday 23:00 UTC is Monday 00:00 in Berlin.
+        assert_eq!(hour_of_week(T0 - HOUR, chrono_tz::Europe::Berlin), 0);
+        assert_eq!(hour_of_week(T0 - HOUR, chrono_tz::UTC), 167);
+    }
+
+    #[test]
+    fn state_round_trips_through_a_snapshot() {
+        let mut f = FleetDetectors::new(FleetDetectorConfig::default());
+        f.observe(obs(T0, "CP", "S", 1, delivery(0.4)));
+        let bytes = bincode::serialize(&f).expect("serialise");
+        let back: FleetDetectors = bincode::deserialize(&bytes).expect("deserialise");
+        let mut g = FleetDetectors::new(FleetDetectorConfig::default());
+        g.restore(back);
+        assert_eq!(g.pending.len(), 1);
+    }
+}
