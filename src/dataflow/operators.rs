@@ -261,6 +261,7 @@ pub fn charger_stage<'s>(
                             stages.advance_all(w, &mut out);
                         }
                         release(reorder, stages, Millis::MAX, &mut out);
+                        stages.finish(w, &mut out);
                         metrics.orphan_stops.inc_by(stages.stats.orphan_stops);
                         stages.stats.orphan_stops = 0;
                         if !out.is_empty() {

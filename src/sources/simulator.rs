@@ -1102,6 +1102,19 @@ struct ChargerCtx<'a> {
     site: usize,
     model: &'static Model,
     rate_per_ms_max: f64,
+    /// Spans around the charger's faults (padded by [`FAULT_PAD`]) that get no session noise.
+    quiet: &'a [(Millis, Millis)],
+}
+
+impl ChargerCtx<'_> {
+    fn quiet(&self, from: Millis, to: Millis) -> bool {
+        overlaps(self.quiet, from, to)
+    }
+}
+
+/// Whether `[from, to)` overlaps one of `spans`.
+fn overlaps(spans: &[(Millis, Millis)], from: Millis, to: Millis) -> bool {
+    spans.iter().any(|&(s, e)| from < e && s < to)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1112,17 +1125,21 @@ fn plan_charger(
     site: usize,
     model: &'static Model,
     connectors: u32,
+    basics: Basics,
     maint: &[(Millis, Millis)],
     reqs: &[FaultReq],
     labels: &mut Vec<Label>,
 ) -> ChargerPlan {
-    let mut rng = stream(ctx.seed, PURPOSE_PLAN, idx as u64);
-    let boot = ctx.start + rng.between(0, 30 * SECOND);
-    let serial = format!("{}{:09}", model.serial_prefix, rng.below(1_000_000_000));
-    let ambient_c = rng.range(20.0, 28.0);
-    let popularity = rng.range(0.6, 1.4);
-    let per_day = if model.dc { 7.0 } else { 3.0 } * popularity;
-    let rate_per_ms_max = per_day * (ctx.weight_max / ctx.weight_mean) / DAY as f64;
+    let Basics {
+        mut rng,
+        boot,
+        serial,
+        ambient_c,
+        rate_per_ms_max,
+        ..
+    } = basics;
+    let boot = ctx.start + boot;
+    let mi = ctx.meter_ms;
 
     let in_maint = |t: Millis| maint.iter().any(|&(s, e)| s <= t && t < e);
     let mut sys = vec![
@@ -1161,12 +1178,31 @@ fn plan_charger(
         .map(|&(s, e)| (s - 10 * MINUTE, e + 2 * MINUTE))
         .collect();
     let nconn = connectors as usize;
+    let quiet: Vec<(Millis, Millis)> = reqs
+        .iter()
+        .map(|r| {
+            (
+                r.t - FAULT_PAD,
+                r.t + footprint(r.kind, r.dur, mi) + FAULT_PAD,
+            )
+        })
+        .collect();
+    let mut detail = stream(ctx.seed, PURPOSE_FAULT_DETAIL, idx as u64);
     let mut conn_blocks: Vec<Vec<(Millis, Millis)>> = vec![Vec::new(); nconn];
     let mut faulted: Vec<Vec<Episode>> = vec![Vec::new(); nconn];
-    let mut forced: Vec<Vec<(Millis, AnomalyKind)>> = vec![Vec::new(); nconn];
+    let mut forced: Vec<Vec<(Millis, Force)>> = vec![Vec::new(); nconn];
     let mut outages = Vec::new();
+    let mut skews = Vec::new();
+    let mut errs = Vec::new();
     for r in reqs {
         let c = (r.connector.max(1) as usize - 1).min(nconn - 1);
+        let charger_wide = |start: Millis, end: Millis| Label {
+            kind: r.kind,
+            charge_point_id: id.clone(),
+            connector_id: None,
+            start,
+            end,
+        };
         match r.kind {
             AnomalyKind::CommunicationLost => {
                 let d = rng.between(30 * MINUTE, 90 * MINUTE) / SECOND * SECOND;
@@ -1180,13 +1216,7 @@ fn plan_charger(
                     what: SysWhat::AllStatus(ConnectorStatus::Available),
                 });
                 shared_blocks.push((r.t - 10 * MINUTE, r.t + d + 2 * MINUTE));
-                labels.push(Label {
-                    kind: r.kind,
-                    charge_point_id: id.clone(),
-                    connector_id: None,
-                    start: r.t,
-                    end: r.t + d,
-                });
+                labels.push(charger_wide(r.t, r.t + d));
             }
             AnomalyKind::ConnectorFaulted => {
                 let d = rng.between(20 * MINUTE, 60 * MINUTE) / SECOND * SECOND;
@@ -1205,17 +1235,86 @@ fn plan_charger(
                     end: r.t + d,
                 });
             }
-            kind => forced[c].push((r.t, kind)),
+            AnomalyKind::Underused => {
+                // No arrivals in [t, t + dur); sessions before end by t.
+                shared_blocks.push((r.t, r.t + r.dur));
+                labels.push(charger_wide(r.t, r.t + r.dur));
+            }
+            AnomalyKind::ClockSkew => {
+                let d = detail.between(HOUR, 3 * HOUR) / SECOND * SECOND;
+                let size = detail.between(4 * MINUTE, 20 * MINUTE);
+                let offset = if detail.chance(0.5) { size } else { -size };
+                skews.push(Skew {
+                    from: r.t,
+                    to: r.t + d,
+                    offset,
+                });
+                // A session soon after the jump, so that the charger sends timestamps.
+                let arrive = r.t + detail.between(2 * MINUTE, 15 * MINUTE) / SECOND * SECOND;
+                forced[c].push((arrive, Force::Plain));
+                labels.push(charger_wide(r.t, r.t + d));
+            }
+            AnomalyKind::MessageErrors => {
+                let d = detail.between(20 * MINUTE, 60 * MINUTE);
+                let code0 = detail.below(CALL_ERRORS.len() as u64);
+                let shape0 = detail.below(MALFORMED_VARIANTS as u64);
+                let mut t = r.t;
+                let mut last = t;
+                let mut k = 0u64;
+                while t <= r.t + d {
+                    let what = if k % 2 == 0 {
+                        ErrWhat::CallError(((code0 + k / 2) % CALL_ERRORS.len() as u64) as u8)
+                    } else {
+                        ErrWhat::Malformed(((shape0 + k / 2) % MALFORMED_VARIANTS as u64) as u8)
+                    };
+                    errs.push(ErrFrame {
+                        t,
+                        connector: c as u32 + 1,
+                        what,
+                    });
+                    last = t;
+                    k += 1;
+                    t += detail.between(20 * SECOND, 60 * SECOND);
+                }
+                labels.push(charger_wide(r.t, last));
+            }
+            AnomalyKind::PowerSupply if r.variant == PowerVariant::PowerLoss => {
+                // The session arrives at t; ≥ 3 samples, then 1–4 min of silence, a reboot
+                // and the interrupted transaction's stop. The other connectors stay idle.
+                let at = r.t + detail.between(3 * mi + 30 * SECOND, 6 * mi);
+                let back = at + detail.between(MINUTE, 4 * MINUTE);
+                let stop = back + detail.between(5 * SECOND, 12 * SECOND);
+                outages.push((at, back));
+                sys.push(SysEvent {
+                    t: back,
+                    what: SysWhat::Boot,
+                });
+                sys.push(SysEvent {
+                    t: back + SECOND,
+                    what: SysWhat::Restored { skip: c as u32 + 1 },
+                });
+                for (o, blocks) in conn_blocks.iter_mut().enumerate() {
+                    if o != c {
+                        blocks.push((r.t - 10 * MINUTE, stop + 5 * MINUTE));
+                    }
+                }
+                forced[c].push((r.t, Force::PowerLoss { at, stop }));
+            }
+            AnomalyKind::PowerDeliveryDegraded => forced[c].push((r.t, Force::Degraded)),
+            AnomalyKind::SessionFailures => forced[c].push((r.t, Force::Failures)),
+            kind => forced[c].push((r.t, Force::Fault(kind, r.variant))),
         }
     }
     sys.sort_by_key(|e| e.t);
     outages.sort();
+    skews.sort_by_key(|s: &Skew| s.from);
 
     let cctx = ChargerCtx {
         id: &id,
         site,
         model,
         rate_per_ms_max,
+        quiet: &quiet,
     };
     let mut conns: Vec<Vec<Episode>> = Vec::with_capacity(nconn);
     for c in 0..nconn {
@@ -1255,6 +1354,74 @@ fn plan_charger(
         }
     }
 
+    // Healthy noise, on its own stream, away from the faults.
+    let mut chat = stream(ctx.seed, PURPOSE_CHATTER, idx as u64);
+    let clock = chat.between(-30 * SECOND, 30 * SECOND);
+    let busy: Vec<(Millis, Millis)> = conns
+        .iter()
+        .flatten()
+        .map(|e| match e {
+            Episode::Session(s) => (s.arrive, s.available + SECOND),
+            Episode::Faulted { start, end, .. } => (*start, *end + SECOND),
+        })
+        .collect();
+    let hb = ctx.heartbeat_ms;
+    let mut lapses: Vec<(Millis, Millis)> = Vec::new();
+    let mut lapse_spans: Vec<(Millis, Millis)> = Vec::new();
+    if chat.chance(0.1) {
+        // A few times a day, while idle, the heartbeat after `t` comes 1.0–1.5 intervals
+        // after the previous one.
+        let rate = 3.0 / DAY as f64;
+        let mut t = boot + 2 * hb;
+        loop {
+            t += (-(1.0 - chat.f64()).ln() / rate) as Millis;
+            let gap = (hb as f64 * chat.range(1.0, 1.5)) as Millis;
+            if t >= ctx.end {
+                break;
+            }
+            let (from, to) = (t - hb - 2 * MINUTE, t + gap + 2 * MINUTE);
+            let clear = to < ctx.end
+                && !overlaps(&busy, from, to)
+                && !overlaps(&quiet, from, to)
+                && !sys.iter().any(|e| from <= e.t && e.t < to)
+                && lapses.last().is_none_or(|l| t - l.0 > 2 * HOUR);
+            if clear {
+                lapses.push((t, gap));
+                lapse_spans.push((from, to));
+            }
+        }
+    }
+    // About one CALLERROR per 2 days and one malformed frame per 4 days, never two within an
+    // hour.
+    let mut stray: Vec<ErrFrame> = Vec::new();
+    for (per_day, malformed) in [(0.5, false), (0.25, true)] {
+        let rate = per_day / DAY as f64;
+        let mut t = boot + 5 * MINUTE;
+        loop {
+            t += (-(1.0 - chat.f64()).ln() / rate) as Millis;
+            if t >= ctx.end - MINUTE {
+                break;
+            }
+            let what = if malformed {
+                ErrWhat::Malformed(chat.below(MALFORMED_VARIANTS as u64) as u8)
+            } else {
+                ErrWhat::CallError(chat.below(CALL_ERRORS.len() as u64) as u8)
+            };
+            let connector = 1 + chat.below(connectors as u64) as u32;
+            stray.push(ErrFrame { t, connector, what });
+        }
+    }
+    stray.sort_by_key(|e| e.t);
+    let mut last: Option<Millis> = None;
+    for e in stray {
+        let alone = last.is_none_or(|l| e.t - l >= HOUR);
+        if alone && !overlaps(&quiet, e.t, e.t + 1) && !overlaps(&lapse_spans, e.t, e.t + 1) {
+            errs.push(e);
+            last = Some(e.t);
+        }
+    }
+    errs.sort_by_key(|e| e.t);
+
     ChargerPlan {
         id,
         site,
@@ -1266,6 +1433,10 @@ fn plan_charger(
         sys,
         boot,
         conns,
+        clock,
+        skews,
+        lapses,
+        errs,
     }
 }
 
@@ -1301,7 +1472,7 @@ fn plan_connector(
     conn: u32,
     from: Millis,
     blocks: &[(Millis, Millis)],
-    forced: &[(Millis, AnomalyKind)],
+    forced: &[(Millis, Force)],
     labels: &mut Vec<Label>,
 ) -> Vec<SessionPlan> {
     let mut reg = rng.range(1.0e6, 6.0e7).floor();
@@ -1310,16 +1481,65 @@ fn plan_connector(
     let mut out = Vec::new();
     loop {
         let ta = next_arrival(ctx, ch.rate_per_ms_max, rng, t);
-        if let Some(&(tf, kind)) = forced.get(fi) {
+        if let Some(&(tf, force)) = forced.get(fi) {
             if ta.is_none_or(|ta| ta >= tf) {
                 let s0 = tf.max(t);
                 let dl = deadline(blocks, forced.get(fi + 1).map(|f| f.0), s0);
-                if let Some((s, reg_end)) =
-                    plan_session(ctx, ch, rng, conn, s0, Some(kind), dl, reg, labels)
-                {
-                    reg = reg_end;
-                    t = s.available + MINUTE;
-                    out.push(s);
+                let series = match force {
+                    Force::Degraded => Some((
+                        AnomalyKind::PowerDeliveryDegraded,
+                        3,
+                        SessionKind::Degraded,
+                        (5 * MINUTE, 30 * MINUTE),
+                    )),
+                    Force::Failures => Some((
+                        AnomalyKind::SessionFailures,
+                        rng.between(3, 5),
+                        SessionKind::Failed,
+                        (3 * MINUTE, 20 * MINUTE),
+                    )),
+                    _ => None,
+                };
+                if let Some((kind, n, sk, (gap_lo, gap_hi))) = series {
+                    // Sessions back to back; labelled (and kept) only if all of them fit.
+                    let mut planned = Vec::new();
+                    let mut r = reg;
+                    let mut at = s0;
+                    for _ in 0..n {
+                        match plan_session(ctx, ch, rng, conn, at, sk, dl, r, labels) {
+                            Some((s, r_end)) => {
+                                r = r_end;
+                                at = s.available + rng.between(gap_lo, gap_hi) / SECOND * SECOND;
+                                planned.push(s);
+                            }
+                            None => break,
+                        }
+                    }
+                    if planned.len() == n as usize {
+                        labels.push(Label {
+                            kind,
+                            charge_point_id: ch.id.to_string(),
+                            connector_id: Some(conn),
+                            start: planned[0].start,
+                            end: planned[planned.len() - 1].stop,
+                        });
+                        reg = r;
+                        t = planned[planned.len() - 1].available + MINUTE;
+                        out.append(&mut planned);
+                    }
+                } else {
+                    let sk = match force {
+                        Force::Fault(kind, v) => SessionKind::Fault(kind, v),
+                        Force::PowerLoss { at, stop } => SessionKind::PowerLoss { at, stop },
+                        _ => SessionKind::Plain,
+                    };
+                    if let Some((s, reg_end)) =
+                        plan_session(ctx, ch, rng, conn, s0, sk, dl, reg, labels)
+                    {
+                        reg = reg_end;
+                        t = s.available + MINUTE;
+                        out.push(s);
+                    }
                 }
                 fi += 1;
                 continue;
@@ -1331,7 +1551,7 @@ fn plan_connector(
             continue;
         }
         let dl = deadline(blocks, forced.get(fi).map(|f| f.0), ta);
-        match plan_session(ctx, ch, rng, conn, ta, None, dl, reg, labels) {
+        match plan_session(ctx, ch, rng, conn, ta, SessionKind::Natural, dl, reg, labels) {
             Some((s, reg_end)) => {
                 reg = reg_end;
                 t = s.available + MINUTE;
@@ -1356,7 +1576,8 @@ fn time_to_full(ev: &Ev, start: Millis, mi: Millis) -> Millis {
 }
 
 /// Plans one session arriving at `arrive`; `None` if it cannot fit before `deadline`.
-/// Returns the plan and the connector's register after it.
+/// Returns the plan and the connector's register after it. Pushes the label of a
+/// single-session fault (`SessionKind::Fault`, `SessionKind::PowerLoss`).
 #[allow(clippy::too_many_arguments)]
 fn plan_session(
     ctx: &PlanCtx,
@@ -1364,14 +1585,25 @@ fn plan_session(
     rng: &mut Rng,
     conn: u32,
     arrive: Millis,
-    fault: Option<AnomalyKind>,
+    kind: SessionKind,
     deadline: Millis,
     reg0: f64,
     labels: &mut Vec<Label>,
 ) -> Option<(SessionPlan, f64)> {
     let mi = ctx.meter_ms;
     let model = ch.model;
-    let forced = fault.is_some();
+    // Any session the fault planner asked for: no noise, cut rather than dropped.
+    let forced = kind != SessionKind::Natural;
+    // A session carrying a fault: a nearly empty, big battery so the fault happens while
+    // charging.
+    let (fault, power_loss) = match kind {
+        SessionKind::Fault(k, v) => (Some((k, v)), None),
+        SessionKind::PowerLoss { at, stop } => (
+            Some((AnomalyKind::PowerSupply, PowerVariant::PowerLoss)),
+            Some((at, stop)),
+        ),
+        _ => (None, None),
+    };
     let preparing = arrive + rng.between(2 * SECOND, 6 * SECOND);
     let start = arrive + rng.between(8 * SECOND, 25 * SECOND);
     let charging = start + rng.between(800, 2 * SECOND);
@@ -1381,12 +1613,18 @@ fn plan_session(
         rng.below(ctx.drivers) as u32
     };
 
-    // Fault sessions get a nearly empty, big battery so the fault happens while charging.
-    let (cap_wh, soc0, target) = if forced {
+    let (cap_wh, soc0, target) = if fault.is_some() {
         (
             rng.range(70_000.0, 100_000.0),
             rng.range(10.0, 25.0),
             rng.range(95.0, 100.0),
+        )
+    } else if kind == SessionKind::Degraded {
+        // A normal start; big enough not to be full before ≥ 5 samples at the capped power.
+        (
+            rng.range(60_000.0, 100_000.0),
+            rng.range(10.0, 50.0),
+            rng.range(90.0, 100.0),
         )
     } else {
         (
@@ -1396,7 +1634,10 @@ fn plan_session(
         )
     };
     let ev_power = if model.dc {
-        rng.range(50_000.0, if forced { 150_000.0 } else { 250_000.0 })
+        rng.range(
+            50_000.0,
+            if fault.is_some() { 150_000.0 } else { 250_000.0 },
+        )
     } else {
         let r = rng.f64();
         if r < 0.05 {
@@ -1409,9 +1650,14 @@ fn plan_session(
             22_000.0
         }
     };
-    let zero = !forced && rng.chance(0.04);
-    let p_max = if zero {
+    // Healthy noise: a session that delivers next to nothing (never near a fault).
+    let zero = !forced && rng.chance(0.04) && !ch.quiet(arrive, start + 8 * MINUTE);
+    let p_max = if zero || kind == SessionKind::Failed {
         rng.range(0.0, 30.0)
+    } else if kind == SessionKind::Degraded {
+        ev_power
+            .min(model.power_w)
+            .min(model.power_w * rng.range(0.08, 0.13))
     } else {
         ev_power.min(model.power_w)
     };
@@ -1434,37 +1680,81 @@ fn plan_session(
     };
     let mut stop = start + dwell;
     let mut halt = Millis::MAX;
+    let mut mute = Millis::MAX;
     let mut sfault = SessionFault::None;
     let mut noisy = None;
     // The last sample the fault needs (its label's end must precede the stop).
     let mut needs_until = charging;
+    // Sessions that must not be cut short to fit.
+    let mut whole = false;
     if zero {
         stop = start + rng.between(2 * MINUTE, 8 * MINUTE);
     } else if !forced && rng.chance(0.1) {
-        noisy = Some((rng.between(1, 10) as u32, rng.between(1, 3) as u32));
+        let window = (rng.between(1, 10) as u32, rng.between(1, 3) as u32);
+        if !ch.quiet(arrive, stop + 3 * MINUTE) {
+            noisy = Some(window);
+        }
+    }
+    match kind {
+        SessionKind::Degraded => {
+            stop = start + rng.between((20 * MINUTE).max(7 * mi), (50 * MINUTE).max(10 * mi));
+            needs_until = start + 6 * mi;
+        }
+        SessionKind::Failed => {
+            stop = start + rng.between(MINUTE, 4 * MINUTE);
+            needs_until = stop;
+            whole = true;
+        }
+        SessionKind::Plain => needs_until = start + 3 * mi,
+        _ => {}
     }
     match fault {
-        Some(AnomalyKind::PowerSupply) | Some(AnomalyKind::OverTemperature) => {
+        Some((AnomalyKind::PowerSupply, PowerVariant::PowerLoss)) => {
+            let (at, end) = power_loss.expect("a power loss has its times");
+            halt = at;
+            mute = at;
+            stop = end;
+            sfault = SessionFault::PowerLoss { at };
+            needs_until = stop;
+            whole = true;
+        }
+        Some((AnomalyKind::PowerSupply, _)) | Some((AnomalyKind::OverTemperature, _)) => {
             let from = rng.between(2, 4) as u32;
             let n = rng.between(5, 8) as u32;
-            sfault = if fault == Some(AnomalyKind::PowerSupply) {
-                let level = if rng.chance(0.7) {
-                    rng.range(186.0, 194.0)
-                } else {
-                    rng.range(258.0, 262.0)
-                };
-                SessionFault::Voltage { from, n, level }
-            } else {
-                SessionFault::Temperature {
+            sfault = match fault {
+                Some((AnomalyKind::PowerSupply, PowerVariant::Frequency)) => {
+                    let level = if rng.chance(0.5) {
+                        rng.range(48.7, 49.3)
+                    } else {
+                        rng.range(50.7, 51.3)
+                    };
+                    SessionFault::Frequency { from, n, level }
+                }
+                Some((AnomalyKind::PowerSupply, v)) => {
+                    let level = if rng.chance(0.7) {
+                        rng.range(186.0, 194.0)
+                    } else {
+                        rng.range(258.0, 262.0)
+                    };
+                    let phase = (v == PowerVariant::OnePhase && model.phases == 3)
+                        .then(|| 1 + rng.below(2) as u8);
+                    SessionFault::Voltage {
+                        from,
+                        n,
+                        level,
+                        phase,
+                    }
+                }
+                _ => SessionFault::Temperature {
                     from,
                     n,
                     level: rng.range(82.0, 93.0),
-                }
+                },
             };
             needs_until = start + (from + n) as Millis * mi;
             stop = stop.max(needs_until + 2 * mi + rng.between(0, 20 * MINUTE));
         }
-        Some(AnomalyKind::MeterError) => {
+        Some((AnomalyKind::MeterError, _)) => {
             let k = rng.between(3, 8) as u32;
             let delta = if rng.chance(0.5) {
                 rng.range(1.0e6, 3.0e6).floor()
@@ -1475,13 +1765,14 @@ fn plan_session(
             needs_until = start + k as Millis * mi;
             stop = stop.max(needs_until + 2 * mi + rng.between(0, 20 * MINUTE));
         }
-        Some(AnomalyKind::StuckSession) => {
+        Some((AnomalyKind::StuckSession, _)) => {
             let full = time_to_full(&ev, start, mi);
             let max_k = ((full.saturating_sub(start)) / mi - 1).max(1);
             let k = rng.between(3, 6).min(max_k);
             halt = start + k * mi;
             stop = halt + rng.between(40 * MINUTE, 90 * MINUTE);
             needs_until = stop;
+            whole = true;
         }
         _ => {}
     }
@@ -1490,7 +1781,7 @@ fn plan_session(
     let latest = deadline.saturating_sub(3 * MINUTE);
     if stop > latest {
         if forced {
-            if latest < needs_until + mi || fault == Some(AnomalyKind::StuckSession) {
+            if latest < needs_until + mi || whole {
                 return None;
             }
             stop = latest;
@@ -1506,7 +1797,7 @@ fn plan_session(
     // Run the integrator exactly as the emitter will.
     let mut c = Charge::new(start, soc0);
     let mut k: Millis = 1;
-    while start + k * mi < stop {
+    while start + k * mi < stop.min(mute) {
         c.advance(&ev, start + k * mi, halt);
         k += 1;
     }
@@ -1517,7 +1808,11 @@ fn plan_session(
     };
     let reg_end = reg0 + c.e_wh + jump;
 
-    let reason = if zero {
+    let reason = if power_loss.is_some() {
+        "PowerLoss"
+    } else if kind == SessionKind::Failed {
+        rng.pick(&FAILED_REASONS)
+    } else if zero {
         if rng.chance(0.5) {
             "Local"
         } else {
@@ -1537,13 +1832,16 @@ fn plan_session(
         "EVDisconnected"
     };
 
-    if let Some(kind) = fault {
+    if let Some((kind, _)) = fault {
         let (ls, le) = match sfault {
-            SessionFault::Voltage { from, n, .. } | SessionFault::Temperature { from, n, .. } => (
+            SessionFault::Voltage { from, n, .. }
+            | SessionFault::Frequency { from, n, .. }
+            | SessionFault::Temperature { from, n, .. } => (
                 start + from as Millis * mi,
                 start + (from + n) as Millis * mi,
             ),
             SessionFault::MeterJump { k, .. } => (start + k as Millis * mi, stop),
+            SessionFault::PowerLoss { at } => (at, stop),
             SessionFault::None => (halt, stop),
         };
         labels.push(Label {
@@ -1569,6 +1867,7 @@ fn plan_session(
             reg0,
             ev,
             halt,
+            mute,
             full_at: c.full_at,
             fault: sfault,
             noisy,
@@ -1661,6 +1960,18 @@ fn push_fixed1(b: &mut Vec<u8>, x: f64) {
     b.push(b'0' + (a % 10) as u8);
 }
 
+/// A number with two decimals (`49.98`).
+fn push_fixed2(b: &mut Vec<u8>, x: f64) {
+    let v = (x * 100.0).round() as i64;
+    if v < 0 {
+        b.push(b'-');
+    }
+    let a = v.unsigned_abs() as i64;
+    push_int(b, a / 100);
+    b.push(b'.');
+    push_2(b, a % 100);
+}
+
 /// A charger's connection to the backend: message ids, latencies, receive times.
 struct Link {
     idx: u32,
@@ -1669,6 +1980,10 @@ struct Link {
     last_recv: Millis,
     /// Lines of this charger in the current slice.
     k: u32,
+    /// What the charger's clock adds to the true time of the event being written.
+    clock: Millis,
+    /// Message ids of the backend's requests the charger answers with a CALLERROR.
+    backend_msg: u64,
 }
 
 impl Link {
@@ -1749,6 +2064,7 @@ impl Link {
         status: ConnectorStatus,
         error_code: &str,
     ) {
+        let ts = t + self.clock;
         self.call(out, cp, t, "StatusNotification", |b| {
             b.extend_from_slice(b"{\"connectorId\":");
             push_int(b, connector as i64);
@@ -1757,9 +2073,71 @@ impl Link {
             b.extend_from_slice(b"\",\"status\":\"");
             b.extend_from_slice(status.as_str().as_bytes());
             b.extend_from_slice(b"\",\"timestamp\":\"");
-            push_ts(b, t);
+            push_ts(b, ts);
             b.extend_from_slice(b"\"}");
         });
+    }
+
+    /// Writes a CALLERROR sent at `t`: the charger's answer to a backend request.
+    fn call_error(&mut self, out: &mut Out, cp: &str, t: Millis, code: usize) {
+        self.backend_msg += 1;
+        let recv = (t + self.rng.between(50, 400)).max(self.last_recv + 1);
+        self.last_recv = recv;
+        let start = self.open(out, cp, recv);
+        let b = &mut out.buf;
+        let (code, description) = CALL_ERRORS[code % CALL_ERRORS.len()];
+        b.extend_from_slice(b"[4,\"cs-");
+        push_int(b, self.backend_msg as i64);
+        b.extend_from_slice(b"\",\"");
+        b.extend_from_slice(code.as_bytes());
+        b.extend_from_slice(b"\",\"");
+        b.extend_from_slice(description.as_bytes());
+        b.extend_from_slice(b"\",{}");
+        self.close(out, start, recv);
+    }
+
+    /// Writes a CALL sent at `t` that evflow's decoder rejects (a firmware bug's output).
+    fn malformed(&mut self, out: &mut Out, cp: &str, t: Millis, connector: u32, shape: u8) {
+        let ts = t + self.clock;
+        let action = if shape == 2 {
+            "StatusNotification"
+        } else {
+            "MeterValues"
+        };
+        self.call(out, cp, t, action, |b| write_malformed(b, shape, connector, ts));
+    }
+}
+
+/// The payload of a malformed CALL: 0 — MeterValues with `meterValues` for `meterValue`
+/// (the required field is missing); 1 — MeterValues with a string `connectorId`; 2 — a
+/// StatusNotification without `status`.
+fn write_malformed(b: &mut Vec<u8>, shape: u8, connector: u32, ts: Millis) {
+    match shape % MALFORMED_VARIANTS {
+        0 => {
+            b.extend_from_slice(b"{\"connectorId\":");
+            push_int(b, connector as i64);
+            b.extend_from_slice(b",\"meterValues\":[{\"timestamp\":\"");
+            push_ts(b, ts);
+            b.extend_from_slice(
+                b"\",\"sampledValue\":[{\"value\":\"0.0\",\"measurand\":\"Power.Active.Import\",\"unit\":\"W\"}]}]}",
+            );
+        }
+        1 => {
+            b.extend_from_slice(b"{\"connectorId\":\"");
+            push_int(b, connector as i64);
+            b.extend_from_slice(b"\",\"meterValue\":[{\"timestamp\":\"");
+            push_ts(b, ts);
+            b.extend_from_slice(
+                b"\",\"sampledValue\":[{\"value\":\"0.0\",\"measurand\":\"Power.Active.Import\",\"unit\":\"W\"}]}]}",
+            );
+        }
+        _ => {
+            b.extend_from_slice(b"{\"connectorId\":");
+            push_int(b, connector as i64);
+            b.extend_from_slice(b",\"errorCode\":\"NoError\",\"timestamp\":\"");
+            push_ts(b, ts);
+            b.extend_from_slice(b"\"}");
+        }
     }
 }
 
@@ -1827,11 +2205,11 @@ impl ConnCursor {
     fn run_next(&self, s: &SessionPlan, mi: Millis) -> (Millis, RunEvent) {
         let mut best = (s.stop, RunEvent::Stop);
         let tk = s.start + self.k as Millis * mi;
-        if tk < s.stop && tk <= best.0 {
+        if tk < s.stop.min(s.mute) && tk <= best.0 {
             best = (tk, RunEvent::Sample);
         }
         if let Some(f) = s.full_at {
-            if !self.suspended && f < s.stop && f <= best.0 {
+            if !self.suspended && f < s.stop.min(s.mute) && f <= best.0 {
                 best = (f, RunEvent::Suspend);
             }
         }
@@ -1865,6 +2243,7 @@ struct Sample {
     energy_wh: i64,
     power_w: f64,
     voltage: [f64; 3],
+    frequency_hz: f64,
     current: [f64; 3],
     temperature_c: f64,
     soc: Option<f64>,
@@ -1875,6 +2254,9 @@ struct ChargerEmitter {
     link: Link,
     sys_i: usize,
     hb_next: Millis,
+    /// Next heartbeat lapse and error frame.
+    lapse_i: usize,
+    err_i: usize,
     conns: Vec<ConnCursor>,
 }
 
@@ -1888,9 +2270,13 @@ impl ChargerEmitter {
                 msg: 0,
                 last_recv: Millis::MIN,
                 k: 0,
+                clock: plan.clock,
+                backend_msg: 0,
             },
             sys_i: 0,
             hb_next: 0,
+            lapse_i: 0,
+            err_i: 0,
             conns: plan
                 .conns
                 .iter()
@@ -1916,7 +2302,8 @@ impl ChargerEmitter {
         let plan = &fleet.chargers[self.link.idx as usize];
         let mi = fleet.meter_ms;
         loop {
-            // Ties: charger-wide events first, then the heartbeat, then connectors in order.
+            // Ties: charger-wide events first, then the heartbeat, then error frames, then
+            // connectors in order.
             let mut best = (Millis::MAX, usize::MAX);
             if let Some(e) = plan.sys.get(self.sys_i) {
                 best = (e.t, 0);
@@ -1924,16 +2311,22 @@ impl ChargerEmitter {
             if self.hb_next < best.0 {
                 best = (self.hb_next, 1);
             }
+            if let Some(e) = plan.errs.get(self.err_i) {
+                if e.t < best.0 {
+                    best = (e.t, 2);
+                }
+            }
             for (c, cur) in self.conns.iter().enumerate() {
                 let t = cur.next_time(&plan.conns[c], mi);
                 if t < best.0 {
-                    best = (t, 2 + c);
+                    best = (t, 3 + c);
                 }
             }
             let (t, which) = best;
             if t >= until {
                 return;
             }
+            self.link.clock = plan.clock_at(t);
             match which {
                 0 => {
                     self.fire_sys(fleet, plan, out);
@@ -1943,10 +2336,35 @@ impl ChargerEmitter {
                     self.link.call(out, &plan.id, t, "Heartbeat", |b| {
                         b.extend_from_slice(b"{}")
                     });
-                    self.hb_next =
-                        self.skip_outages(plan, t + fleet.heartbeat_ms, fleet.heartbeat_ms);
+                    let hb = fleet.heartbeat_ms;
+                    let mut next = t + hb;
+                    // A lapse due before the next heartbeat delays it.
+                    while let Some(&(at, gap)) = plan.lapses.get(self.lapse_i) {
+                        if at <= t {
+                            self.lapse_i += 1;
+                            continue;
+                        }
+                        if at <= next {
+                            next = t + gap;
+                            self.lapse_i += 1;
+                        }
+                        break;
+                    }
+                    self.hb_next = self.skip_outages(plan, next, hb);
                 }
-                c => self.fire_conn(fleet, plan, c - 2, t, out),
+                2 => {
+                    let e = plan.errs[self.err_i];
+                    self.err_i += 1;
+                    match e.what {
+                        ErrWhat::CallError(code) => {
+                            self.link.call_error(out, &plan.id, t, code as usize)
+                        }
+                        ErrWhat::Malformed(shape) => {
+                            self.link.malformed(out, &plan.id, t, e.connector, shape)
+                        }
+                    }
+                }
+                c => self.fire_conn(fleet, plan, c - 3, t, out),
             }
         }
     }
@@ -1980,6 +2398,12 @@ impl ChargerEmitter {
             SysWhat::AllStatus(status) => {
                 for c in 0..=plan.connectors {
                     self.link.status(out, cp, e.t, c, status, "NoError");
+                }
+            }
+            SysWhat::Restored { skip } => {
+                for c in (0..=plan.connectors).filter(|&c| c != skip) {
+                    self.link
+                        .status(out, cp, e.t, c, ConnectorStatus::Available, "NoError");
                 }
             }
         }
@@ -2019,6 +2443,7 @@ impl ChargerEmitter {
                     }
                     Step::Start => {
                         let meter_start = s.reg0.floor() as i64;
+                        let ts = t + link.clock;
                         let (id, recv) = link.call(out, cp, t, "StartTransaction", |b| {
                             b.extend_from_slice(b"{\"connectorId\":");
                             push_int(b, connector as i64);
@@ -2027,7 +2452,7 @@ impl ChargerEmitter {
                             b.extend_from_slice(b"\",\"meterStart\":");
                             push_int(b, meter_start);
                             b.extend_from_slice(b",\"timestamp\":\"");
-                            push_ts(b, t);
+                            push_ts(b, ts);
                             b.extend_from_slice(b"\"}");
                         });
                         link.result(out, cp, id, recv, |b, _| {
@@ -2056,8 +2481,9 @@ impl ChargerEmitter {
                         RunEvent::Sample => {
                             let v = sample(cur, plan, s, t);
                             cur.k += 1;
+                            let ts = t + link.clock;
                             link.call(out, cp, t, "MeterValues", |b| {
-                                write_meter_values(b, plan.model, connector, s.tx_id, t, &v)
+                                write_meter_values(b, plan.model, connector, s.tx_id, ts, &v)
                             });
                         }
                         RunEvent::Stop => {
@@ -2067,6 +2493,7 @@ impl ChargerEmitter {
                                 _ => 0.0,
                             };
                             let meter_stop = (s.reg0 + cur.charge.e_wh + jump).floor() as i64;
+                            let ts = t + link.clock;
                             link.call(out, cp, t, "StopTransaction", |b| {
                                 b.extend_from_slice(b"{\"transactionId\":");
                                 push_int(b, s.tx_id);
@@ -2075,7 +2502,7 @@ impl ChargerEmitter {
                                 b.extend_from_slice(b"\",\"meterStop\":");
                                 push_int(b, meter_stop);
                                 b.extend_from_slice(b",\"timestamp\":\"");
-                                push_ts(b, t);
+                                push_ts(b, ts);
                                 b.extend_from_slice(b"\",\"reason\":\"");
                                 b.extend_from_slice(s.reason.as_bytes());
                                 b.extend_from_slice(b"\"}");
@@ -2122,15 +2549,29 @@ fn sample(cur: &mut ConnCursor, plan: &ChargerPlan, s: &SessionPlan, t: Millis) 
     } else {
         None
     };
-    for v in voltage.iter_mut().take(model.phases) {
+    for (i, v) in voltage.iter_mut().take(model.phases).enumerate() {
         *v = match (s.fault, excursion) {
-            (SessionFault::Voltage { from, n, level }, _) if in_window(from, n) => {
+            (
+                SessionFault::Voltage {
+                    from,
+                    n,
+                    level,
+                    phase,
+                },
+                _,
+            ) if in_window(from, n) && phase.is_none_or(|p| p as usize == i) => {
                 level + rng.range(-1.5, 1.5)
             }
             (_, Some(x)) => 230.0 * (1.0 + x),
             _ => 230.0 * rng.range(0.98, 1.02),
         };
     }
+    let frequency_hz = match s.fault {
+        SessionFault::Frequency { from, n, level } if in_window(from, n) => {
+            level + rng.range(-0.1, 0.1)
+        }
+        _ => 50.0 + rng.range(-0.05, 0.05),
+    };
     let mut current = [0.0; 3];
     if model.dc {
         current[0] = power_w / s.dc_voltage;
@@ -2160,6 +2601,7 @@ fn sample(cur: &mut ConnCursor, plan: &ChargerPlan, s: &SessionPlan, t: Millis) 
         energy_wh: (s.reg0 + cur.charge.e_wh + jump).floor() as i64,
         power_w,
         voltage,
+        frequency_hz,
         current,
         temperature_c,
         soc: model.dc.then_some(cur.charge.soc),
@@ -2213,6 +2655,14 @@ fn write_meter_values(
         }
         b.extend_from_slice(b"\",\"unit\":\"V\"}");
     }
+    // OCPP 1.6 has no unit for hertz: Frequency goes without one.
+    b.extend_from_slice(b",{\"value\":\"");
+    push_fixed2(b, v.frequency_hz);
+    b.extend_from_slice(b"\",\"measurand\":\"Frequency\"");
+    if model.dc {
+        b.extend_from_slice(b",\"location\":\"Inlet\"");
+    }
+    b.push(b'}');
     b.extend_from_slice(b",{\"value\":\"");
     push_fixed1(b, v.temperature_c);
     b.extend_from_slice(

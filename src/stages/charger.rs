@@ -18,6 +18,10 @@ use serde_json::json;
 
 use super::anomalies::{in_maintenance, AnomalyBook, SampleDetectors, Subject};
 use super::link::{ClockWatch, ErrorWatch, Verdict};
+use super::uptime::{
+    exclusion_windows, Down, DownCause, ExclusionReason, ExclusionWindow, PortUptime,
+    UptimeContext,
+};
 use super::health::{ChargerHealth, Conditions};
 use super::notifications::{notify, RecentUsers, OPERATOR, PUBLIC};
 use super::sessions::OpenSession;
@@ -29,6 +33,23 @@ use crate::model::{
     Severity, TransactionId,
 };
 use crate::ocpp::v16::TRANSACTION_CONNECTOR;
+
+/// The uptime context of a charger: its fields, not the whole state, so that its ports can
+/// be borrowed beside it.
+macro_rules! uptime_context {
+    ($st:expr, $cfg:expr) => {
+        UptimeContext {
+            charge_point_id: &$st.id,
+            site_id: &$st.station.site_id,
+            time_zone: $st.station.time_zone,
+            windows: &$st.exclusion_windows,
+            // Communication loss is confirmed this long after the last message and then
+            // counted from it: a day stays open until then.
+            grace: ($st.heartbeat_interval as f64 * $cfg.anomalies.missed_heartbeats) as Millis
+                + 60_000,
+        }
+    };
+}
 
 /// Stop reason of a session ended by a new transaction on the same connector.
 pub const SUPERSEDED: &str = "Superseded";
@@ -55,6 +76,10 @@ struct ConnectorState {
     failed_since: Millis,
     /// Whether the fleet detectors were last told this connector is usable.
     usable_reported: Option<bool>,
+    /// Uptime of the port (NEVI); created with the connector (0: none).
+    uptime: Option<PortUptime>,
+    /// What the last error code says about who caused a fault (grid, vehicle).
+    fault_exclusion: Option<ExclusionReason>,
 }
 
 impl ConnectorState {
@@ -72,6 +97,9 @@ struct ChargerState {
     station: StationRef,
     #[serde(skip)]
     maintenance: Vec<MaintenanceWindow>,
+    /// Maintenance windows and declared exclusions, for uptime.
+    #[serde(skip)]
+    exclusion_windows: Vec<ExclusionWindow>,
     maintenance_notified: Vec<bool>,
     now: Millis,
     /// When the charger was first seen (for notices due before that).
@@ -219,6 +247,10 @@ impl ChargerStages {
         for mut st in mine {
             st.station = self.reference.station(&st.id);
             st.maintenance = self.reference.maintenance_for(&st.id, &st.station.site_id);
+            st.exclusion_windows = exclusion_windows(
+                &st.maintenance,
+                &self.reference.exclusions_for(&st.id, &st.station.site_id),
+            );
             st.maintenance_notified.resize(st.maintenance.len(), false);
             self.chargers.insert(st.id.clone(), st);
         }
@@ -255,7 +287,12 @@ impl ChargerStages {
             };
             let station = reference.station(id);
             let maintenance = reference.maintenance_for(id, &station.site_id);
+            let exclusion_windows = exclusion_windows(
+                &maintenance,
+                &reference.exclusions_for(id, &station.site_id),
+            );
             ChargerState {
+                exclusion_windows,
                 id: id.clone(),
                 maintenance_notified: vec![false; maintenance.len()],
                 maintenance,
@@ -417,6 +454,12 @@ impl ChargerStages {
                     st.health.error_reported(c);
                 }
                 let cs = connector(&mut st.connectors, c);
+                // Who caused a fault, for uptime: the grid, or the vehicle (23 CFR 680.116).
+                cs.fault_exclusion = match error_code.as_str() {
+                    "UnderVoltage" | "OverVoltage" => Some(ExclusionReason::GridPower),
+                    "EVCommunicationError" => Some(ExclusionReason::Vehicle),
+                    _ => None,
+                };
                 // Charging or not, for the charging periods. `Occupied` (2.0.1: plugged in)
                 // and the rest say nothing about it.
                 let charging = match status {
@@ -839,7 +882,23 @@ impl ChargerStages {
             }
         }
         report_usable(st, t, out);
+        update_uptime(st, cfg, t, out);
         st.now = st.now.max(t);
+    }
+
+    /// End of input: every charger's uptime periods that ended by `now` are written.
+    pub fn finish(&mut self, now: Millis, out: &mut Vec<Output>) {
+        if now == Millis::MIN {
+            return;
+        }
+        for st in self.chargers.values_mut() {
+            let ctx = uptime_context!(st, self.cfg);
+            for cs in st.connectors.iter_mut() {
+                if let Some(u) = cs.uptime.as_mut() {
+                    u.finish(now, &ctx, out);
+                }
+            }
+        }
     }
 }
 
@@ -1296,6 +1355,9 @@ fn advance(
                     out,
                 );
                 report_usable(st, at, out);
+                // Down since its last message, not since the silence was confirmed.
+                let last_seen = st.last_seen;
+                update_uptime(st, cfg, last_seen, out);
                 if opened.is_some() && !in_maintenance(&st.maintenance, at) {
                     notify(
                         NotificationKind::StationOutOfOrder,
@@ -1365,7 +1427,47 @@ fn advance(
         }
     }
     accumulate_health(st, now);
+    let ctx = uptime_context!(st, cfg);
+    for cs in st.connectors.iter_mut() {
+        if let Some(u) = cs.uptime.as_mut() {
+            u.advance(now, &ctx, out);
+        }
+    }
     st.now = st.now.max(now);
+}
+
+
+/// Brings every port's uptime state up to date at `at`: down while the charger is offline
+/// or inoperative, or the connector Faulted, Unavailable or reporting a fault.
+fn update_uptime(st: &mut ChargerState, cfg: &StageConfig, at: Millis, out: &mut Vec<Output>) {
+    let offline = st.book.is_open(AnomalyKind::CommunicationLost, None);
+    let charger_down = !st.charger_status.is_operative() || st.charger_fault_active;
+    let first_seen = st.first_seen;
+    let ctx = uptime_context!(st, cfg);
+    for cs in st.connectors.iter_mut().filter(|c| c.id > 0) {
+        let down = if offline {
+            Some(Down::new(DownCause::CommunicationLost))
+        } else if charger_down {
+            Some(Down::new(DownCause::ChargerDown))
+        } else {
+            let cause = match cs.status {
+                Some(ConnectorStatus::Faulted) => Some(DownCause::Faulted),
+                Some(ConnectorStatus::Unavailable) => Some(DownCause::Unavailable),
+                _ if cs.fault_active => Some(DownCause::FaultReported),
+                _ => None,
+            };
+            cause.map(|c| Down {
+                cause: c,
+                excluded_by: cs.fault_exclusion.clone(),
+            })
+        };
+        let uptime = cs
+            .uptime
+            .get_or_insert_with(|| PortUptime::new(cs.id, first_seen));
+        if uptime.down() != down.as_ref() {
+            uptime.set(at, down, &ctx, out);
+        }
+    }
 }
 
 fn accumulate_health(st: &mut ChargerState, to: Millis) {
