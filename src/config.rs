@@ -640,11 +640,14 @@ pub struct AnomalyConfig {
     #[serde(default = "defaults::message_errors_min")]
     pub message_errors_min: u32,
     /// `session_failures`: this many consecutive sessions on a connector that delivered
-    /// less than `failed_session_wh` or stopped for an error reason.
+    /// less than `failed_session_wh` or stopped for an error reason, all starting within
+    /// `failed_sessions_within` of the first.
     #[serde(default = "defaults::failed_sessions_run")]
     pub failed_sessions_run: u32,
     #[serde(default = "defaults::failed_session_wh")]
     pub failed_session_wh: i64,
+    #[serde(default = "defaults::failed_sessions_within")]
+    pub failed_sessions_within: Duration,
     /// Fleet-wide detectors (`stages::fleet`): `power_delivery_degraded` and `underused`.
     #[serde(default)]
     pub fleet: FleetDetectorConfig,
@@ -657,8 +660,8 @@ pub struct FleetDetectorConfig {
     /// Charging samples (power above `idle_power_w`) a session's delivery is judged on.
     #[serde(default = "defaults::delivery_samples")]
     pub delivery_samples: u32,
-    /// A session is weak when its best power share is below both this fraction of its
-    /// model's median and the model's `weak_quantile`.
+    /// A session is weak when its best power is below both this fraction of its model's
+    /// median and the model's `weak_quantile`.
     #[serde(default = "defaults::weak_fraction")]
     pub weak_fraction: f64,
     #[serde(default = "defaults::weak_quantile")]
@@ -666,13 +669,12 @@ pub struct FleetDetectorConfig {
     /// Consecutive weak sessions on a connector that open `power_delivery_degraded`.
     #[serde(default = "defaults::degraded_sessions")]
     pub degraded_sessions: u32,
-    /// Prior for a model's delivery (share of rated power), worth `prior_weight` sessions.
-    #[serde(default = "defaults::prior_delivery_ratio")]
-    pub prior_delivery_ratio: f64,
-    #[serde(default = "defaults::prior_weight")]
-    pub prior_weight: f64,
+    /// Sessions of a model the fleet must have seen before it judges that model's sessions
+    /// (warm-up).
+    #[serde(default = "defaults::min_model_sessions")]
+    pub min_model_sessions: f64,
     /// `underused`: open when a usable, idle connector's expected session count since its
-    /// last session reaches this (P(no session) = e^-x: 7 → 0.09 %) …
+    /// last session reaches this (−ln of the predictive probability of no session, nats: 7 → 0.09 %) …
     #[serde(default = "defaults::underused_min_expected")]
     pub underused_min_expected: f64,
     /// … and its site peers started at least this many sessions meanwhile.
@@ -1054,6 +1056,9 @@ mod defaults {
     pub fn failed_session_wh() -> i64 {
         100
     }
+    pub fn failed_sessions_within() -> Duration {
+        Duration(3 * 3_600_000)
+    }
     pub fn delivery_samples() -> u32 {
         3
     }
@@ -1066,11 +1071,8 @@ mod defaults {
     pub fn degraded_sessions() -> u32 {
         3
     }
-    pub fn prior_delivery_ratio() -> f64 {
-        0.8
-    }
-    pub fn prior_weight() -> f64 {
-        10.0
+    pub fn min_model_sessions() -> f64 {
+        20.0
     }
     pub fn underused_min_expected() -> f64 {
         7.0

@@ -69,6 +69,9 @@ enum Command {
         /// Simulate without injected faults.
         #[arg(long)]
         no_faults: bool,
+        /// Faults of each kind per 100 chargers per day.
+        #[arg(long, default_value_t = 2.0)]
+        fault_rate: f64,
     },
     /// Produce an envelope JSONL file (e.g. from `simulate`) to a Kafka topic, each record
     /// keyed by its charge point id: to try a Kafka dataflow or replay a capture.
@@ -194,6 +197,7 @@ fn main() -> Result<()> {
             labels,
             registry,
             no_faults,
+            fault_rate,
         } => {
             if chargers == 0 || hours == 0 {
                 bail!("--chargers and --hours must be at least 1");
@@ -203,6 +207,7 @@ fn main() -> Result<()> {
                 hours,
                 seed,
                 faults: !no_faults,
+                fault_rate,
                 ..SimulatorConfig::default()
             };
             let fleet = Fleet::new(&sim, &[]);
@@ -380,7 +385,12 @@ fn print_summary(r: &RunReport, out: &Path) -> Result<()> {
             writeln!(o, "    {k:<28} {n:>6}")?;
         }
     }
-    writeln!(o, "  outputs in {}/: sessions/ charging_periods/ revenue/ health/ (Parquet), anomalies.jsonl, notifications.jsonl, leakage.jsonl, dead-letter.jsonl", out.display())?;
+    writeln!(
+        o,
+        "  uptime rows      {:>12}   ({} outages)",
+        s.uptime_rows, s.outages
+    )?;
+    writeln!(o, "  outputs in {}/: sessions/ charging_periods/ revenue/ health/ uptime/ outages/ (Parquet), anomalies.jsonl, notifications.jsonl, leakage.jsonl, dead-letter.jsonl", out.display())?;
     writeln!(
         o,
         "\nRead the revenue with DuckDB (latest revision of each window):"

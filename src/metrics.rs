@@ -64,6 +64,7 @@ pub struct Metrics {
     pub chargers: Gauge,
     // domain
     pub health_score: Family<Labels, FloatGauge>,
+    pub health_component: Family<Labels, FloatGauge>,
     pub anomalies_open: Family<Labels, Gauge>,
     pub anomalies: Family<Labels, Counter>,
     pub notifications: Family<Labels, Counter>,
@@ -158,6 +159,11 @@ impl Metrics {
             "health_score",
             "Latest health score (0-100) per site",
             m.health_score.clone(),
+        );
+        r.register(
+            "health_component",
+            "Latest health score component (0-1) per site: availability, heartbeat_regularity, session_success, error_free, anomaly_free",
+            m.health_component.clone(),
         );
         r.register(
             "anomalies_open",
@@ -312,6 +318,7 @@ impl Metrics {
             watermark_lag: m.watermark_lag,
             chargers: m.chargers,
             health_score: m.health_score,
+            health_component: m.health_component,
             anomalies_open: m.anomalies_open,
             anomalies: m.anomalies,
             notifications: m.notifications,
@@ -402,6 +409,7 @@ struct MetricsBuilder {
     watermark_lag: FloatGauge,
     chargers: Gauge,
     health_score: Family<Labels, FloatGauge>,
+    health_component: Family<Labels, FloatGauge>,
     anomalies_open: Family<Labels, Gauge>,
     anomalies: Family<Labels, Counter>,
     notifications: Family<Labels, Counter>,
@@ -440,6 +448,7 @@ impl Default for MetricsBuilder {
             watermark_lag: Default::default(),
             chargers: Default::default(),
             health_score: Default::default(),
+            health_component: Default::default(),
             anomalies_open: Default::default(),
             anomalies: Default::default(),
             notifications: Default::default(),

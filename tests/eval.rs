@@ -25,18 +25,33 @@ fn eval(labels: &Path, anomalies: &Path, what: &str) -> Value {
     serde_json::from_slice(&json.stdout).expect("eval --json prints JSON")
 }
 
-/// The upper bound of a kind's detection delay, s, given the detectors' defaults: a
-/// sample-confirmed fault is stamped at its first bad sample; `communication_lost` opens
+/// The upper bound of a kind's detection delay, s, given the detectors' defaults
+/// (docs/detectors.md): a sample-confirmed fault is stamped at its first bad sample (the
+/// simulated chargers' clocks are up to 30 s off); `communication_lost` opens
 /// `missed_heartbeats` (2) × the heartbeat interval (300 s) after the last message, which is
 /// before the labelled start; `stuck_session` after `stuck_after` (20 min) without power
-/// (+ one 60 s meter interval).
+/// (+ one 60 s meter interval); a power loss when the charger reports it (≤ 4 min of
+/// silence); `clock_skew` after 2–4 timestamped frames; `message_errors` at the 5th error
+/// frame (≤ 60 s apart); `session_failures` at the third failed session's end;
+/// `power_delivery_degraded` during the third degraded session; `underused` once 10
+/// sessions were expected (the simulator's spans are ≤ 20 h).
 fn max_delay_s(kind: AnomalyKind) -> f64 {
     match kind {
         AnomalyKind::CommunicationLost => 600.0,
         AnomalyKind::StuckSession => 1260.0,
+        AnomalyKind::PowerSupply => 300.0,
+        AnomalyKind::ClockSkew => 1200.0,
+        AnomalyKind::MessageErrors => 600.0,
+        AnomalyKind::SessionFailures => 3600.0,
+        AnomalyKind::PowerDeliveryDegraded => 3.0 * 3600.0,
+        AnomalyKind::Underused => 20.0 * 3600.0,
         _ => 60.0,
     }
 }
+
+/// Detections may be stamped before the labelled start by up to the matching tolerance
+/// (5 min): clock offsets, and a power loss stamped at the last message before it.
+const MIN_DELAY_S: f64 = -300.0;
 
 /// The per-kind assertions: every labelled kind has a row with recall and precision at
 /// target, and delays within the detectors' latency.
@@ -68,7 +83,7 @@ fn check(report: &Value, labels: &[Value]) {
         let max = row["delay_max_s"].as_f64().expect("a max delay");
         assert!(p50 <= p95 && p95 <= max, "{row}");
         assert!(
-            p50 >= 0.0 && max <= max_delay_s(kind),
+            p50 >= MIN_DELAY_S && max <= max_delay_s(kind),
             "{}: delay beyond the detector's latency: {row}",
             kind.as_str()
         );
@@ -76,7 +91,9 @@ fn check(report: &Value, labels: &[Value]) {
     assert_eq!(report["total"]["labels"], labels.len());
 }
 
-/// The CLI path of docs/evaluation.md: `simulate` → `run` a file dataflow → `eval`.
+/// The CLI path of docs/evaluation.md: `simulate` → `run` a file dataflow → `eval`. Seed 7
+/// is the one the detectors were tuned on; 48 h, because `underused` faults start after a
+/// day of traffic (the demand baselines' warm-up).
 #[test]
 fn eval_scores_detectors_on_simulated_fleet_seed_7() {
     let _g = serial();
@@ -91,7 +108,7 @@ fn eval_scores_detectors_on_simulated_fleet_seed_7() {
         "--chargers",
         "200",
         "--hours",
-        "24",
+        "48",
         "--seed",
         "7",
         "--out",
@@ -106,20 +123,20 @@ fn eval_scores_detectors_on_simulated_fleet_seed_7() {
     let report = eval(
         &labels,
         &dir.join("out/anomalies.jsonl"),
-        "seed 7, 200 chargers, 24 h",
+        "seed 7, 200 chargers, 48 h",
     );
     check(&report, &read_jsonl(&labels));
 }
 
-/// The simulator source with five times the default fault rate (20 faults per kind), on
-/// another seed.
+/// Seeds the detectors were not tuned on, with five times the default fault rate (about 40
+/// faults of each kind), through the simulator source of a dataflow and through `simulate`.
 #[test]
-fn eval_scores_detectors_on_dense_faults_seed_1009() {
+fn eval_scores_detectors_on_dense_faults_of_unseen_seed_13() {
     let _g = serial();
-    let dir = tmp_dir("eval-seed-1009");
+    let dir = tmp_dir("eval-seed-13");
     let out = dir.join("out");
     let text = format!(
-        "name = \"eval\"\n[source]\nkind = \"simulator\"\nchargers = 200\nhours = 24\nseed = 1009\n\
+        "name = \"eval\"\n[source]\nkind = \"simulator\"\nchargers = 200\nhours = 48\nseed = 13\n\
          fault_rate = 10\n[pipeline]\nworkers = 1\n[output]\ndir = {:?}\n[metrics]\naddr = \"\"\n\
          [registry]\ndefault_tariff = \"ac_standard\"\n{TARIFFS}\n",
         out.display().to_string()
@@ -131,11 +148,40 @@ fn eval_scores_detectors_on_dense_faults_seed_1009() {
     let report = eval(
         &labels,
         &out.join("anomalies.jsonl"),
-        "seed 1009, 200 chargers, 24 h, fault_rate 10",
+        "seed 13, 200 chargers, 48 h, fault_rate 10",
     );
     let labels = read_jsonl(&labels);
-    assert_eq!(labels.len(), 6 * 20, "20 faults of each kind");
+    for kind in AnomalyKind::ALL {
+        let n = labels.iter().filter(|l| l["kind"] == kind.as_str()).count();
+        // underused needs a busy charger with site peers: fewer of them
+        let want = if kind == AnomalyKind::Underused { 5 } else { 30 };
+        assert!(n >= want, "{n} labels of {}", kind.as_str());
+    }
     check(&report, &labels);
+}
+
+#[test]
+fn eval_scores_detectors_on_dense_faults_of_unseen_seed_2024() {
+    let _g = serial();
+    let dir = tmp_dir("eval-seed-2024");
+    let (traffic, labels, registry) = (
+        dir.join("traffic.jsonl"),
+        dir.join("labels.jsonl"),
+        dir.join("registry.json"),
+    );
+    run_ok(&[
+        "simulate", "--chargers", "200", "--hours", "48", "--seed", "2024", "--fault-rate", "10",
+        "--out", traffic.to_str().unwrap(), "--labels", labels.to_str().unwrap(),
+        "--registry", registry.to_str().unwrap(),
+    ]);
+    let dataflow = file_dataflow(&dir, &traffic, Some(&registry), "");
+    run_ok(&["run", dataflow.to_str().unwrap()]);
+    let report = eval(
+        &labels,
+        &dir.join("out/anomalies.jsonl"),
+        "seed 2024, 200 chargers, 48 h, fault_rate 10",
+    );
+    check(&report, &read_jsonl(&labels));
 }
 
 /// Without faults nothing is labelled and nothing may be detected.
@@ -149,7 +195,7 @@ fn eval_fault_free_fleet_has_no_detections() {
         "--chargers",
         "50",
         "--hours",
-        "24",
+        "48",
         "--seed",
         "7",
         "--no-faults",

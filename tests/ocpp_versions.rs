@@ -850,13 +850,14 @@ fn detector_scenario(version: OcppVersion) -> Traffic {
         meter(&mut tr, at(hms), at(hms), "CP-M", &[("Energy.Active.Import.Register", None, kwh, "kWh")]);
     }
 
-    // Fleet: CP-D1, CP-D2 (same model) deliver 0.9 of their 22 kW; CP-D3 connector 1 gives
-    // three cars in a row 1.1 kW.
+    // Fleet: CP-D1, CP-D2 (the same model) deliver 0.9 of their 22 kW; CP-D3 connector 1
+    // gives three cars in a row 1.1 kW.
     for cp in ["CP-D1", "CP-D2", "CP-D3"] {
         life(&mut tr, cp, 2, 300, &[]);
     }
     let mut n = 800;
-    for k in 0..4i64 {
+    // 24 sessions of the model before CP-D3's: the fleet judges a model after 20.
+    for k in 0..6i64 {
         for (cp, c) in [("CP-D1", 1), ("CP-D2", 1), ("CP-D1", 2), ("CP-D2", 2)] {
             n += 1;
             let start = at("08:10:00") + k * 3_000_000 + c as i64 * 60_000;
@@ -865,7 +866,7 @@ fn detector_scenario(version: OcppVersion) -> Traffic {
     }
     for k in 0..3i64 {
         n += 1;
-        let start = at("09:00:00") + k * 3_000_000;
+        let start = at("13:00:00") + k * 3_000_000;
         plain_session(&mut tr, "CP-D3", 1, n, start, 6, 1_100, 50_000 + k * 600, "EVDisconnected");
     }
     tr
@@ -919,7 +920,7 @@ fn every_per_charger_detector_fires_alike_on_1_6_and_2_0_1() {
         ("CP-S", Some(1), "stuck_session", "resolved", t("10:40:00", 0)),
         ("CP-M", Some(1), "meter_error", "open", t("09:10:00", 0)),
         ("CP-M", Some(1), "meter_error", "resolved", t("09:15:00", 0)),
-        ("CP-D3", Some(1), "power_delivery_degraded", "open", t("10:55:00", 0)),
+        ("CP-D3", Some(1), "power_delivery_degraded", "open", t("14:55:00", 0)),
     ]
     .into_iter()
     .map(|(cp, c, k, s, at)| (cp.to_string(), c, k.to_string(), s.to_string(), at))

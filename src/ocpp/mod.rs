@@ -1056,7 +1056,9 @@ mod tests {
             &mut d,
             &envelope("CP-201", None, call("StatusNotification", STATUS_16)),
         );
-        assert!(ev.is_empty());
+        assert!(ev
+            .iter()
+            .all(|e| matches!(e.kind, EventKind::Rejected { .. })));
         assert_eq!(dl[0].reason, DeadLetterReason::BadPayload);
         assert!(
             dl[0].error.contains("connectorStatus")

@@ -19,7 +19,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
 use crate::metrics::{label, labels2, Metrics};
-use crate::model::{AnomalyState, HealthLevel, Output};
+use crate::model::{HealthComponent, AnomalyState, HealthLevel, Output};
 use jsonl::JsonlWriter;
 use parquet::{
     ChargingPeriodsWriter, HealthWriter, OutagesWriter, RevenueWriter, SessionsWriter, UptimeWriter,
@@ -263,6 +263,19 @@ impl OutputSinks {
                             .health_score
                             .get_or_create(&label("site_id", &*h.site_id))
                             .set(h.score);
+                        let values = [
+                            h.availability,
+                            h.heartbeat_regularity,
+                            h.session_success,
+                            h.error_free,
+                            h.anomaly_free,
+                        ];
+                        for (c, v) in HealthComponent::ALL.into_iter().zip(values) {
+                            self.metrics
+                                .health_component
+                                .get_or_create(&labels2("site_id", &*h.site_id, "component", c.as_str()))
+                                .set(v);
+                        }
                     }
                     self.health.push(h);
                 }

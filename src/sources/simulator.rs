@@ -456,7 +456,9 @@ enum SysWhat {
     AllStatus(ConnectorStatus),
     /// After a power loss: connector 0 and every connector but `skip` (whose interrupted
     /// transaction reports itself) are Available.
-    Restored { skip: u32 },
+    Restored {
+        skip: u32,
+    },
 }
 
 /// A frame the backend cannot use: a CALLERROR (the charger's answer to a backend request),
@@ -587,7 +589,6 @@ struct PlanCtx {
     meter_ms: Millis,
     drivers: u64,
     weight_max: f64,
-    weight_mean: f64,
     heartbeat_ms: Millis,
 }
 
@@ -611,8 +612,12 @@ pub struct Fleet {
 
 impl Fleet {
     /// Builds and plans the fleet. Maintenance windows apply to a charger when their
-    /// `charge_point_id` (if set) and `site_id` (if set) both match it. Faults need at least
-    /// ~4 simulated hours (each has a footprint of up to 2.5 h); shorter runs get none.
+    /// `charge_point_id` (if set) and `site_id` (if set) both match it. A fault kind is
+    /// injected only if its footprint fits the run after its first 30 min: ~1.2 h for
+    /// `message_errors`, ~3 h for `clock_skew` and most kinds, ~4.5 h for
+    /// `power_delivery_degraded`; `underused` needs ≥ 4 h of warm-up plus 6–20 h and a
+    /// busy charger with site peers (in practice a two-connector DC charger, hours ≥ 24), so
+    /// a run may have none. Shorter runs get fewer kinds.
     /// Intervals are clamped to ≥ 1 s (heartbeat) and ≥ 10 s (meter), chargers to
     /// [`MAX_CHARGERS`].
     pub fn new(cfg: &SimulatorConfig, maintenance: &[MaintenanceWindow]) -> Fleet {
@@ -715,7 +720,6 @@ impl Fleet {
             meter_ms,
             drivers: pool as u64,
             weight_max,
-            weight_mean,
             heartbeat_ms,
         };
         let mut labels = Vec::new();
@@ -919,8 +923,10 @@ const FAULT_PAD: Millis = 30 * MINUTE;
 const UNDERUSED_SESSIONS: f64 = 16.0;
 const UNDERUSED_MIN: Millis = 6 * HOUR;
 const UNDERUSED_MAX: Millis = 20 * HOUR;
-/// Sessions seen before an `underused` fault begins (the detectors learn the arrival rates).
-const UNDERUSED_WARMUP: Millis = 4 * HOUR;
+/// Traffic before an `underused` fault begins, so the detectors have learned the demand:
+/// a day when the simulated range leaves room for the fault after it, else 4 hours.
+const UNDERUSED_WARMUP: Millis = DAY;
+const UNDERUSED_SHORT_WARMUP: Millis = 4 * HOUR;
 
 /// How long after its time a fault (and its label) is over, at most.
 fn footprint(kind: AnomalyKind, dur: Millis, meter_ms: Millis) -> Millis {
@@ -1018,10 +1024,12 @@ fn place_faults(
         };
         let fixed = footprint(kind, 0, meter_ms);
         let (klo, khi) = if kind == AnomalyKind::Underused {
-            (
-                start + UNDERUSED_WARMUP,
-                end - UNDERUSED_MIN - FAULT_PAD,
-            )
+            let warmup = if end - start >= UNDERUSED_WARMUP + 12 * HOUR {
+                UNDERUSED_WARMUP
+            } else {
+                UNDERUSED_SHORT_WARMUP
+            };
+            (start + warmup, end - UNDERUSED_MIN - FAULT_PAD)
         } else {
             (lo, end - fixed)
         };
@@ -1262,7 +1270,7 @@ fn plan_charger(
                 let mut last = t;
                 let mut k = 0u64;
                 while t <= r.t + d {
-                    let what = if k % 2 == 0 {
+                    let what = if k.is_multiple_of(2) {
                         ErrWhat::CallError(((code0 + k / 2) % CALL_ERRORS.len() as u64) as u8)
                     } else {
                         ErrWhat::Malformed(((shape0 + k / 2) % MALFORMED_VARIANTS as u64) as u8)
@@ -1551,7 +1559,17 @@ fn plan_connector(
             continue;
         }
         let dl = deadline(blocks, forced.get(fi).map(|f| f.0), ta);
-        match plan_session(ctx, ch, rng, conn, ta, SessionKind::Natural, dl, reg, labels) {
+        match plan_session(
+            ctx,
+            ch,
+            rng,
+            conn,
+            ta,
+            SessionKind::Natural,
+            dl,
+            reg,
+            labels,
+        ) {
             Some((s, reg_end)) => {
                 reg = reg_end;
                 t = s.available + MINUTE;
@@ -1636,7 +1654,11 @@ fn plan_session(
     let ev_power = if model.dc {
         rng.range(
             50_000.0,
-            if fault.is_some() { 150_000.0 } else { 250_000.0 },
+            if fault.is_some() {
+                150_000.0
+            } else {
+                250_000.0
+            },
         )
     } else {
         let r = rng.f64();
@@ -2104,7 +2126,9 @@ impl Link {
         } else {
             "MeterValues"
         };
-        self.call(out, cp, t, action, |b| write_malformed(b, shape, connector, ts));
+        self.call(out, cp, t, action, |b| {
+            write_malformed(b, shape, connector, ts)
+        });
     }
 }
 
@@ -2803,6 +2827,7 @@ mod tests {
 
     use super::*;
     use crate::config::Instant;
+    use crate::model::Event;
     use crate::time::parse_rfc3339;
 
     fn cfg(chargers: u32, hours: u32, seed: u64) -> SimulatorConfig {
@@ -2832,6 +2857,22 @@ mod tests {
     impl Line {
         fn action(&self) -> Option<&str> {
             (self.frame[0] == 2).then(|| self.frame[2].as_str().unwrap())
+        }
+        fn is_call_error(&self) -> bool {
+            self.frame[0] == 4
+        }
+        /// A CALL the simulator malformed on purpose ([`write_malformed`]).
+        fn is_malformed(&self) -> bool {
+            let p = self.payload();
+            match self.action() {
+                Some("MeterValues") => p.get("meterValue").is_none() || !p["connectorId"].is_u64(),
+                Some("StatusNotification") => p.get("status").is_none(),
+                _ => false,
+            }
+        }
+        /// A frame that counts towards `message_errors`.
+        fn is_error_frame(&self) -> bool {
+            self.is_call_error() || self.is_malformed()
         }
         fn payload(&self) -> &Value {
             self.frame.last().unwrap()
@@ -2866,11 +2907,37 @@ mod tests {
                         assert_eq!(frame.len(), 3, "{l}");
                         assert!(frame[2].is_object(), "{l}");
                     }
-                    _ => panic!("not a CALL or CALLRESULT: {l}"),
+                    Some(4) => {
+                        assert_eq!(frame.len(), 5, "{l}");
+                        assert!(frame[2].is_string() && frame[3].is_string(), "{l}");
+                        assert!(frame[4].is_object(), "{l}");
+                    }
+                    _ => panic!("not a CALL, CALLRESULT or CALLERROR: {l}"),
                 }
                 Line { recv, cp, frame }
             })
             .collect()
+    }
+
+    fn plan_of<'a>(fleet: &'a Fleet, cp: &str) -> &'a ChargerPlan {
+        &fleet.chargers[cp[3..].parse::<usize>().unwrap() - 1]
+    }
+
+    /// The true event time of a line with a payload timestamp: the timestamp minus the
+    /// charger's clock offset at the time (the one that puts it just before the receipt).
+    fn true_ts(fleet: &Fleet, line: &Line) -> Option<Millis> {
+        let ts = line.ts()?;
+        let plan = plan_of(fleet, &line.cp);
+        let t = std::iter::once(0)
+            .chain(plan.skews.iter().map(|s| s.offset))
+            .map(|o| ts - plan.clock - o)
+            .find(|&t| t <= line.recv && line.recv - t < 60 * SECOND);
+        Some(t.unwrap_or_else(|| panic!("no clock offset explains {ts} at {}", line.recv)))
+    }
+
+    /// The true event time of any line.
+    fn t_of(fleet: &Fleet, line: &Line) -> Millis {
+        true_ts(fleet, line).unwrap_or(line.recv)
     }
 
     #[test]
@@ -2946,7 +3013,7 @@ mod tests {
                 assert!(w[0].recv <= w[1].recv);
             }
             for l in &parsed {
-                if let Some(t) = l.ts() {
+                if let Some(t) = true_ts(&fleet, l) {
                     assert!(lo <= t && t < lo + slice, "event time outside its slice");
                 }
                 assert!(l.recv >= lo);
@@ -3042,7 +3109,13 @@ mod tests {
         // (charger, message id) → action, to check CALLRESULTs against the response schema.
         let mut pending: HashMap<(String, String), String> = HashMap::new();
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut excluded = 0;
         for l in &lines {
+            // CALLERRORs have no schema; the malformed CALLs are invalid on purpose.
+            if l.is_error_frame() {
+                excluded += 1;
+                continue;
+            }
             let (name, key) = match l.action() {
                 Some(a) => {
                     pending.insert(
@@ -3075,15 +3148,90 @@ mod tests {
         ] {
             assert!(seen.get(a).copied().unwrap_or(0) > 0, "no {a} in {seen:?}");
         }
+        assert!(excluded > 0, "no error frames to exclude");
+    }
+
+    /// A transaction as the traffic shows it (true times).
+    #[derive(Debug)]
+    struct Tx {
+        cp: String,
+        connector: i64,
+        start: Millis,
+        meter_start: i64,
+        stop: Option<Millis>,
+        meter_stop: Option<i64>,
+        reason: String,
+        /// (true time, power W) of its meter samples.
+        samples: Vec<(Millis, f64)>,
+    }
+
+    /// Every transaction in the traffic, by (charger, transaction id).
+    fn transactions(fleet: &Fleet, lines: &[Line]) -> BTreeMap<(String, i64), Tx> {
+        let mut pending: HashMap<(String, String), Tx> = HashMap::new();
+        let mut txs = BTreeMap::new();
+        for l in lines.iter().filter(|l| !l.is_error_frame()) {
+            let p = l.payload();
+            let id = || (l.cp.clone(), l.frame[1].as_str().unwrap().to_string());
+            match l.action() {
+                Some("StartTransaction") => {
+                    let tx = Tx {
+                        cp: l.cp.clone(),
+                        connector: p["connectorId"].as_i64().unwrap(),
+                        start: true_ts(fleet, l).unwrap(),
+                        meter_start: p["meterStart"].as_i64().unwrap(),
+                        stop: None,
+                        meter_stop: None,
+                        reason: String::new(),
+                        samples: Vec::new(),
+                    };
+                    pending.insert(id(), tx);
+                }
+                None if p.get("transactionId").is_some() => {
+                    if let Some(tx) = pending.remove(&id()) {
+                        txs.insert((l.cp.clone(), p["transactionId"].as_i64().unwrap()), tx);
+                    }
+                }
+                Some("MeterValues") => {
+                    let tx = txs
+                        .get_mut(&(l.cp.clone(), p["transactionId"].as_i64().unwrap()))
+                        .unwrap();
+                    let power = measurand(l, "Power.Active.Import")[0];
+                    tx.samples.push((true_ts(fleet, l).unwrap(), power));
+                }
+                Some("StopTransaction") => {
+                    let tx = txs
+                        .get_mut(&(l.cp.clone(), p["transactionId"].as_i64().unwrap()))
+                        .unwrap();
+                    tx.stop = true_ts(fleet, l);
+                    tx.meter_stop = p["meterStop"].as_i64();
+                    tx.reason = p["reason"].as_str().unwrap().to_string();
+                }
+                _ => {}
+            }
+        }
+        txs
+    }
+
+    /// A fleet with labels of every kind (`underused` needs a busy charger with site peers).
+    fn fault_fleet() -> Fleet {
+        Fleet::new(&cfg(20, 24, 43), &[])
     }
 
     #[test]
     fn every_fault_kind_is_labelled_and_visible() {
-        let fleet = Fleet::new(&cfg(12, 24, 42), &[]);
+        let fleet = fault_fleet();
         let kinds: BTreeSet<AnomalyKind> = fleet.labels().iter().map(|l| l.kind).collect();
         assert_eq!(kinds.len(), AnomalyKind::ALL.len(), "{:?}", fleet.labels());
         for l in fleet.labels() {
             assert!(fleet.start() < l.start && l.start < l.end && l.end < fleet.end());
+        }
+        // Labels of one charger do not overlap (nor come within 30 min of each other).
+        for a in fleet.labels() {
+            for b in fleet.labels() {
+                if a != b && a.charge_point_id == b.charge_point_id {
+                    assert!(a.end + FAULT_PAD <= b.start || b.end + FAULT_PAD <= a.start);
+                }
+            }
         }
         let label_schema: Value = serde_json::from_str(
             &std::fs::read_to_string(concat!(
@@ -3104,6 +3252,8 @@ mod tests {
         }
 
         let lines = parse(&traffic(&fleet));
+        let txs = transactions(&fleet, &lines);
+        let hb = fleet.heartbeat_ms;
         let covers = |l: &Label, line: &Line, t: Millis| {
             line.cp == l.charge_point_id
                 && l.start <= t
@@ -3111,76 +3261,448 @@ mod tests {
                 && l.connector_id
                     .is_none_or(|c| line.payload()["connectorId"] == c)
         };
+        // The sessions of a connector label that start within it.
+        let sessions_in = |l: &Label| -> Vec<&Tx> {
+            txs.values()
+                .filter(|tx| {
+                    tx.cp == l.charge_point_id
+                        && Some(tx.connector as u32) == l.connector_id
+                        && l.start <= tx.start
+                        && tx.start <= l.end
+                })
+                .collect()
+        };
+        let mut power_loss = 0;
         for label in fleet.labels() {
+            let plan = plan_of(&fleet, &label.charge_point_id);
+            let mine = || lines.iter().filter(|l| l.cp == label.charge_point_id);
             let mut evidence = 0;
-            for line in &lines {
-                let t = line.ts().unwrap_or(line.recv);
-                match label.kind {
-                    AnomalyKind::CommunicationLost => {
-                        if line.cp == label.charge_point_id && label.start < t && t < label.end {
-                            panic!("{} talks while offline", line.cp);
+            match label.kind {
+                AnomalyKind::PowerDeliveryDegraded => {
+                    let s = sessions_in(label);
+                    assert_eq!(s.len(), 3, "{label:?}: {s:?}");
+                    assert_eq!(s[0].start, label.start);
+                    assert_eq!(s[2].stop, Some(label.end));
+                    for tx in s {
+                        let charging: Vec<f64> = tx
+                            .samples
+                            .iter()
+                            .map(|x| x.1)
+                            .filter(|p| *p >= 100.0)
+                            .collect();
+                        assert!(charging.len() >= 5, "{tx:?}");
+                        let best = charging.iter().take(3).cloned().fold(0.0, f64::max);
+                        let share = best / plan.model.power_w;
+                        assert!((0.078..=0.132).contains(&share), "{share}: {tx:?}");
+                        evidence += 1;
+                    }
+                }
+                AnomalyKind::SessionFailures => {
+                    let s = sessions_in(label);
+                    assert!((3..=5).contains(&s.len()), "{label:?}: {s:?}");
+                    assert_eq!(s[0].start, label.start);
+                    assert_eq!(s[s.len() - 1].stop, Some(label.end));
+                    for tx in s {
+                        let stop = tx.stop.unwrap();
+                        assert!(tx.meter_stop.unwrap() - tx.meter_start < 50, "{tx:?}");
+                        assert!(stop - tx.start >= MINUTE && stop - tx.start <= 4 * MINUTE);
+                        assert!(FAILED_REASONS.contains(&tx.reason.as_str()), "{tx:?}");
+                        evidence += 1;
+                    }
+                }
+                AnomalyKind::Underused => {
+                    assert!(label.end - label.start >= UNDERUSED_MIN);
+                    assert!(label.end - label.start <= UNDERUSED_MAX);
+                    let idx = label.charge_point_id[3..].parse::<usize>().unwrap() - 1;
+                    let wmax = HOURLY_WEIGHT.iter().cloned().fold(0.0, f64::max);
+                    let wmean = HOURLY_WEIGHT.iter().sum::<f64>() / 24.0;
+                    let per_day = Basics::draw(fleet.seed, idx, plan.model, wmax, wmean).per_day
+                        * plan.connectors as f64;
+                    let expected = expected_sessions(per_day, label.start, label.end - label.start);
+                    assert!(expected >= UNDERUSED_SESSIONS, "{expected}");
+                    // No session in it, heartbeats all along, all Available.
+                    let mut last = label.start;
+                    for l in mine() {
+                        let t = t_of(&fleet, l);
+                        if t < label.start || t >= label.end {
+                            continue;
                         }
-                        if line.cp == label.charge_point_id
-                            && line.action() == Some("BootNotification")
-                            && (label.end..label.end + 400).contains(&line.recv)
+                        assert!(
+                            !matches!(l.action(), Some("StartTransaction" | "MeterValues")),
+                            "a session while underused"
+                        );
+                        if let Some(status) = l.payload().get("status") {
+                            assert_eq!(status, "Available");
+                        }
+                        if l.action() == Some("Heartbeat") {
+                            assert!(l.recv - last <= hb + SECOND);
+                            last = l.recv;
+                            evidence += 1;
+                        }
+                    }
+                    assert!(label.end - last <= hb + SECOND);
+                }
+                AnomalyKind::ClockSkew => {
+                    for l in mine() {
+                        let Some(ts) = l.ts() else { continue };
+                        let off = (ts - l.recv).abs();
+                        if label.start + SECOND <= l.recv && l.recv < label.end {
+                            assert!(off >= 4 * MINUTE - 31 * SECOND, "{off} ms in {label:?}");
+                            evidence += 1;
+                        } else if (l.recv < label.start && l.recv > label.start - HOUR)
+                            || (l.recv > label.end + SECOND && l.recv < label.end + HOUR)
                         {
-                            evidence += 1;
+                            assert!(off <= 31 * SECOND, "{off} ms around {label:?}");
                         }
                     }
-                    AnomalyKind::ConnectorFaulted => {
-                        if covers(label, line, t) && line.payload()["status"] == "Faulted" {
-                            evidence += 1;
+                    assert!(evidence >= 2, "{label:?}: {evidence} timestamps");
+                }
+                AnomalyKind::MessageErrors => {
+                    let errors: Vec<&Line> = mine()
+                        .filter(|l| {
+                            l.is_error_frame()
+                                && label.start <= l.recv
+                                && l.recv <= label.end + SECOND
+                        })
+                        .collect();
+                    assert!(errors.len() >= 20, "{label:?}: {} frames", errors.len());
+                    assert!(errors[0].recv - label.start < SECOND);
+                    assert!(errors.iter().any(|l| l.is_call_error()));
+                    assert!(errors.iter().any(|l| l.is_malformed()));
+                    for w in errors.windows(2) {
+                        assert!(w[1].recv - w[0].recv <= 61 * SECOND);
+                    }
+                    evidence = errors.len();
+                }
+                AnomalyKind::PowerSupply
+                    if txs.values().any(|tx| {
+                        tx.cp == label.charge_point_id
+                            && tx.stop == Some(label.end)
+                            && tx.reason == "PowerLoss"
+                    }) =>
+                {
+                    // Silent from the start to the reboot, 1–4 min later; then the stop.
+                    power_loss += 1;
+                    let boot = mine()
+                        .find(|l| l.action() == Some("BootNotification") && l.recv > label.start)
+                        .unwrap();
+                    assert!(boot.recv < label.end);
+                    let silence = boot.recv - label.start;
+                    assert!(
+                        (MINUTE..=4 * MINUTE + SECOND).contains(&silence),
+                        "{silence}"
+                    );
+                    let before = mine().rfind(|l| l.recv < label.start).unwrap();
+                    assert!(boot.recv - before.recv < 2 * hb);
+                    for l in mine() {
+                        assert!(l.recv < label.start || l.recv >= boot.recv);
+                    }
+                    evidence += 1;
+                }
+                _ => {
+                    for line in lines.iter().filter(|l| !l.is_error_frame()) {
+                        let t = t_of(&fleet, line);
+                        match label.kind {
+                            AnomalyKind::CommunicationLost => {
+                                if line.cp == label.charge_point_id
+                                    && label.start < t
+                                    && t < label.end
+                                {
+                                    panic!("{} talks while offline", line.cp);
+                                }
+                                if line.cp == label.charge_point_id
+                                    && line.action() == Some("BootNotification")
+                                    && (label.end..label.end + 400).contains(&line.recv)
+                                {
+                                    evidence += 1;
+                                }
+                            }
+                            AnomalyKind::ConnectorFaulted => {
+                                if covers(label, line, t) && line.payload()["status"] == "Faulted" {
+                                    evidence += 1;
+                                }
+                            }
+                            AnomalyKind::PowerSupply => {
+                                if covers(label, line, t) && line.action() == Some("MeterValues") {
+                                    let volts = measurand(line, "Voltage");
+                                    let hz = measurand(line, "Frequency")[0];
+                                    let bad_volts =
+                                        volts.iter().filter(|v| **v < 200.0 || **v > 255.0);
+                                    let n = bad_volts.count();
+                                    let bad_hz = !(49.5..=50.5).contains(&hz);
+                                    assert!(n == volts.len() || n == 1 || bad_hz, "{volts:?} {hz}");
+                                    assert!(n > 0 || bad_hz, "{volts:?} {hz}");
+                                    evidence += 1;
+                                }
+                            }
+                            AnomalyKind::OverTemperature => {
+                                if covers(label, line, t) && line.action() == Some("MeterValues") {
+                                    assert!(measurand(line, "Temperature")[0] >= 80.0);
+                                    evidence += 1;
+                                }
+                            }
+                            AnomalyKind::StuckSession => {
+                                if covers(label, line, t) && line.action() == Some("MeterValues") {
+                                    assert_eq!(measurand(line, "Power.Active.Import")[0], 0.0);
+                                    evidence += 1;
+                                }
+                                if covers(label, line, t)
+                                    && line.action() == Some("StatusNotification")
+                                {
+                                    panic!("a stuck session changes status");
+                                }
+                            }
+                            AnomalyKind::MeterError => {
+                                if covers(label, line, t) && line.action() == Some("MeterValues") {
+                                    evidence += 1;
+                                }
+                            }
+                            _ => unreachable!(),
                         }
                     }
-                    AnomalyKind::PowerSupply => {
-                        if covers(label, line, t) && line.action() == Some("MeterValues") {
-                            let volts = measurand(line, "Voltage");
-                            assert!(volts.iter().all(|v| *v < 200.0 || *v > 255.0), "{volts:?}");
-                            evidence += 1;
-                        }
+                    if matches!(
+                        label.kind,
+                        AnomalyKind::PowerSupply | AnomalyKind::OverTemperature
+                    ) {
+                        assert!(evidence >= 5, "{label:?}: {evidence} samples");
                     }
-                    AnomalyKind::OverTemperature => {
-                        if covers(label, line, t) && line.action() == Some("MeterValues") {
-                            assert!(measurand(line, "Temperature")[0] >= 80.0);
-                            evidence += 1;
-                        }
-                    }
-                    AnomalyKind::StuckSession => {
-                        if covers(label, line, t) && line.action() == Some("MeterValues") {
-                            assert_eq!(measurand(line, "Power.Active.Import")[0], 0.0);
-                            evidence += 1;
-                        }
-                        if covers(label, line, t) && line.action() == Some("StatusNotification") {
-                            panic!("a stuck session changes status");
-                        }
-                    }
-                    AnomalyKind::MeterError => {
-                        if covers(label, line, t) && line.action() == Some("MeterValues") {
-                            evidence += 1;
-                        }
+                    if label.kind == AnomalyKind::StuckSession {
+                        assert!(label.end - label.start >= 40 * MINUTE);
                     }
                 }
             }
             assert!(evidence > 0, "no trace of {label:?}");
-            if matches!(
-                label.kind,
-                AnomalyKind::PowerSupply | AnomalyKind::OverTemperature
-            ) {
-                assert!(evidence >= 5, "{label:?}: {evidence} samples");
-            }
-            if label.kind == AnomalyKind::StuckSession {
-                assert!(label.end - label.start >= 40 * MINUTE);
-            }
         }
+        assert!(power_loss <= 1);
 
         let off = Fleet::new(
             &SimulatorConfig {
                 faults: false,
-                ..cfg(12, 24, 42)
+                ..cfg(20, 24, 43)
             },
             &[],
         );
         assert!(off.labels().is_empty());
+    }
+
+    /// Every way a power_supply fault can show: all phases, one phase, the grid frequency, a
+    /// power loss.
+    #[test]
+    fn power_supply_faults_take_every_form() {
+        let fleet = Fleet::new(
+            &SimulatorConfig {
+                fault_rate: 25.0,
+                ..cfg(30, 24, 16)
+            },
+            &[],
+        );
+        let lines = parse(&traffic(&fleet));
+        let txs = transactions(&fleet, &lines);
+        let mut forms: BTreeMap<&str, usize> = BTreeMap::new();
+        for label in fleet
+            .labels()
+            .iter()
+            .filter(|l| l.kind == AnomalyKind::PowerSupply)
+        {
+            let plan = plan_of(&fleet, &label.charge_point_id);
+            if txs.values().any(|tx| {
+                tx.cp == label.charge_point_id
+                    && tx.stop == Some(label.end)
+                    && tx.reason == "PowerLoss"
+            }) {
+                *forms.entry("power_loss").or_default() += 1;
+                continue;
+            }
+            let samples: Vec<&Line> = lines
+                .iter()
+                .filter(|l| {
+                    l.cp == label.charge_point_id
+                        && l.action() == Some("MeterValues")
+                        && !l.is_malformed()
+                        && l.payload()["connectorId"] == label.connector_id.unwrap()
+                        && (label.start..label.end).contains(&t_of(&fleet, l))
+                })
+                .collect();
+            assert!(samples.len() >= 5, "{label:?}");
+            let form = |l: &Line| {
+                let volts = measurand(l, "Voltage");
+                let bad = volts.iter().filter(|v| **v < 207.0 || **v > 253.0).count();
+                let hz = measurand(l, "Frequency")[0];
+                match (bad, (49.5..=50.5).contains(&hz)) {
+                    (0, false) => "frequency",
+                    (1, true) if plan.model.phases == 3 => "one_phase",
+                    (n, true) if n == volts.len() => "all_phases",
+                    other => panic!("{other:?}: {volts:?} {hz}"),
+                }
+            };
+            let f = form(samples[0]);
+            assert!(samples.iter().all(|l| form(l) == f));
+            *forms.entry(f).or_default() += 1;
+        }
+        assert_eq!(
+            forms.keys().copied().collect::<Vec<_>>(),
+            ["all_phases", "frequency", "one_phase", "power_loss"],
+            "{forms:?}"
+        );
+    }
+
+    /// Without faults, the noise stays below every detector's threshold — and is there.
+    #[test]
+    fn healthy_noise_stays_below_the_detectors() {
+        let fleet = Fleet::new(
+            &SimulatorConfig {
+                faults: false,
+                ..cfg(40, 48, 5)
+            },
+            &[],
+        );
+        assert!(fleet.labels().is_empty());
+        let hb = fleet.heartbeat_ms;
+        let lines = parse(&traffic(&fleet));
+        let mut last: HashMap<&str, Millis> = HashMap::new();
+        let mut last_error: HashMap<&str, Millis> = HashMap::new();
+        let (mut errors, mut lapses, mut max_offset) = (0, 0, 0);
+        for l in &lines {
+            if let Some(ts) = l.ts() {
+                let off = (ts - l.recv).abs();
+                assert!(off <= 60 * SECOND, "{} off by {off} ms", l.cp);
+                max_offset = max_offset.max(off);
+            }
+            let prev = last.insert(&l.cp, l.recv).unwrap_or(fleet.start());
+            let gap = l.recv - prev;
+            assert!(
+                gap * 10 <= hb * 16,
+                "{} silent for {gap} ms before {}",
+                l.cp,
+                l.recv
+            );
+            if gap > hb + 10 * SECOND {
+                lapses += 1;
+            }
+            if l.is_error_frame() {
+                errors += 1;
+                if let Some(e) = last_error.insert(&l.cp, l.recv) {
+                    assert!(
+                        l.recv - e >= HOUR,
+                        "{}: two error frames within an hour",
+                        l.cp
+                    );
+                }
+            }
+            if l.action() == Some("MeterValues") && !l.is_malformed() {
+                for v in measurand(l, "Voltage") {
+                    assert!((207.0..=253.0).contains(&v), "{v} V");
+                }
+                let hz = measurand(l, "Frequency")[0];
+                assert!((49.9..=50.1).contains(&hz), "{hz} Hz");
+            }
+        }
+        for (cp, t) in last {
+            assert!(fleet.end() - t <= hb + SECOND, "{cp} silent at the end");
+        }
+        // 40 chargers × 2 days: ~40 CALLERRORs, ~20 malformed frames, some lapses.
+        assert!((20..=120).contains(&errors), "{errors} error frames");
+        assert!(lapses > 0, "no heartbeat lapse");
+        assert!(
+            max_offset > 15 * SECOND,
+            "clocks are too good: {max_offset} ms"
+        );
+    }
+
+    /// The malformed frames are dead-lettered by evflow's decoder (and count against their
+    /// charger); the CALLERRORs decode; nothing else in the traffic is rejected.
+    #[test]
+    fn malformed_frames_are_rejected_by_the_decoder() {
+        use crate::model::{DeadLetterReason, EventKind};
+        use crate::ocpp::{DecodeOptions, DecodeStats, Decoder};
+        let mut decoder = Decoder::new(DecodeOptions {
+            max_clock_skew: 5 * 60_000,
+            max_delivery_delay: 7 * 86_400_000,
+        });
+        let mut link = Link {
+            idx: 0,
+            rng: Rng(1),
+            msg: 0,
+            last_recv: Millis::MIN,
+            k: 0,
+            clock: -12 * SECOND,
+            backend_msg: 0,
+        };
+        let day = cfg(1, 1, 1).start.0 + 8 * HOUR;
+        let mut out = Out::default();
+        for shape in 0..MALFORMED_VARIANTS {
+            link.malformed(
+                &mut out,
+                "CP-0001",
+                day + shape as Millis * MINUTE,
+                2,
+                shape,
+            );
+        }
+        for (i, l) in out.lines.iter().enumerate() {
+            let line = &out.buf[l.start..l.end];
+            let (mut events, mut dead, mut stats) = (vec![], vec![], DecodeStats::default());
+            decoder.decode_line(i as u64, line, &mut events, &mut dead, &mut stats);
+            let text = String::from_utf8_lossy(line);
+            assert_eq!(dead.len(), 1, "{text}");
+            assert_eq!(dead[0].reason, DeadLetterReason::BadPayload, "{text}");
+            assert!(
+                events
+                    .iter()
+                    .all(|e| matches!(e.kind, EventKind::Rejected { .. })),
+                "{text}: {events:?}"
+            );
+            assert!(parse(&[line, b"\n"].concat())[0].is_malformed(), "{text}");
+        }
+        out.lines.clear();
+        out.buf.clear();
+        for code in 0..CALL_ERRORS.len() {
+            link.call_error(
+                &mut out,
+                "CP-0001",
+                day + HOUR + code as Millis * MINUTE,
+                code,
+            );
+        }
+        for (i, l) in out.lines.iter().enumerate() {
+            let line = &out.buf[l.start..l.end];
+            let (mut events, mut dead, mut stats) = (vec![], vec![], DecodeStats::default());
+            decoder.decode_line(i as u64, line, &mut events, &mut dead, &mut stats);
+            assert!(dead.is_empty(), "{dead:?}");
+            assert!(matches!(
+                events[..],
+                [Event {
+                    kind: EventKind::CallError { .. },
+                    ..
+                }]
+            ));
+        }
+
+        // A whole fleet's traffic: exactly the deliberately malformed lines are rejected.
+        let fleet = fault_fleet();
+        let bytes = traffic(&fleet);
+        let parsed = parse(&bytes);
+        let (mut events, mut dead, mut stats) = (vec![], vec![], DecodeStats::default());
+        let mut rejected = BTreeSet::new();
+        for (i, line) in bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let before = dead.len();
+            decoder.decode_line(i as u64, line, &mut events, &mut dead, &mut stats);
+            if dead.len() > before {
+                rejected.insert(i);
+            }
+        }
+        let malformed: BTreeSet<usize> = parsed
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_malformed())
+            .map(|(i, _)| i)
+            .collect();
+        assert!(malformed.len() > 10);
+        assert_eq!(rejected, malformed, "{:?}", &dead[..dead.len().min(3)]);
     }
 
     fn measurand(line: &Line, name: &str) -> Vec<f64> {
@@ -3208,7 +3730,10 @@ mod tests {
         let mut tx_conn: HashMap<(String, i64), i64> = HashMap::new();
         let mut start_conn: HashMap<(String, String), i64> = HashMap::new();
         let mut samples = 0;
-        for l in lines.iter().filter(|l| !faulty.contains(l.cp.as_str())) {
+        for l in lines
+            .iter()
+            .filter(|l| !faulty.contains(l.cp.as_str()) && !l.is_error_frame())
+        {
             let p = l.payload();
             let reading = match l.action() {
                 Some("StartTransaction") => {
@@ -3275,7 +3800,9 @@ mod tests {
         let mut unavailable = 0;
         let mut back = 0;
         for l in lines.iter().filter(|l| site1.contains(l.cp.as_str())) {
-            let Some(t) = l.ts() else { continue };
+            let Some(t) = true_ts(&fleet, l) else {
+                continue;
+            };
             let status = l.payload().get("status").and_then(Value::as_str);
             if t == window.start.0 && status == Some("Unavailable") {
                 unavailable += 1;

@@ -301,7 +301,8 @@ pub fn supply_check(
 pub struct SampleDetectors {
     supply: Debounce,
     temperature: Debounce,
-    last_register: Option<(Millis, f64)>,
+    /// The last register reading: (event time, receive time, Wh).
+    last_register: Option<(Millis, Millis, f64)>,
 }
 
 /// The verdict on one energy register reading against the previous one.
@@ -352,6 +353,7 @@ impl SampleDetectors {
         subject: &Subject,
         connector_id: u32,
         at: Millis,
+        received: Millis,
         s: &MeterSample,
         max_power_w: f64,
         nominal_voltage_v: f64,
@@ -411,12 +413,25 @@ impl SampleDetectors {
             }
         }
         let wh = s.energy_wh?;
-        if self.last_register.is_some_and(|(t0, _)| at < t0) {
+        // Older by either clock: a reading delivered late, or one stamped by a clock that
+        // jumped back, says nothing about the register's continuity.
+        if self
+            .last_register
+            .is_some_and(|(t0, r0, _)| at < t0 || received < r0)
+        {
             // An older reading delivered late says nothing about the register's continuity.
             return None;
         }
-        let check = check_register(self.last_register, at, wh, max_power_w);
-        self.last_register = Some((at, wh));
+        // The time between the readings by whichever clock says more: a backlog arrives all
+        // at once (receive time says nothing), a skewed clock stamps readings too close.
+        let check = check_register(
+            self.last_register
+                .map(|(t0, r0, w0)| (at - (at - t0).max(received - r0), w0)),
+            at,
+            wh,
+            max_power_w,
+        );
+        self.last_register = Some((at, received, wh));
         match check {
             RegisterCheck::Backwards(d) | RegisterCheck::Jump(d) => {
                 let cause = if d < 0.0 {

@@ -51,6 +51,10 @@ macro_rules! uptime_context {
     };
 }
 
+/// A gap between a charger's messages longer than this is remembered (a charger in a
+/// session sends a sample every minute or so): a PowerLoss stop reports the last one.
+const NOTABLE_SILENCE: Millis = 90_000;
+
 /// Stop reason of a session ended by a new transaction on the same connector.
 pub const SUPERSEDED: &str = "Superseded";
 
@@ -124,6 +128,8 @@ struct ChargerState {
     errors: ErrorWatch,
     /// The last boot after a silence: (last message before it, boot time).
     rebooted: Option<(Millis, Millis)>,
+    /// The last silence of more than [`NOTABLE_SILENCE`]: (last message before, first after).
+    last_silence: Option<(Millis, Millis)>,
 }
 
 /// What arrival-order handling decided about an event.
@@ -314,6 +320,7 @@ impl ChargerStages {
                 clock: ClockWatch::default(),
                 errors: ErrorWatch::default(),
                 rebooted: None,
+                last_silence: None,
             }
         })
     }
@@ -425,6 +432,9 @@ impl ChargerStages {
             );
         }
         let previously_seen = st.last_seen;
+        if t - previously_seen > NOTABLE_SILENCE && !matches!(ev.kind, EventKind::CallResult { .. }) {
+            st.last_silence = Some((previously_seen, t));
+        }
         // Everything but the backend's CALLRESULTs shows the charger is alive (a CALLERROR in
         // a charger's traffic is its answer to a backend CALL).
         if !matches!(ev.kind, EventKind::CallResult { .. }) {
@@ -591,6 +601,7 @@ impl ChargerStages {
                     &subject,
                     c,
                     at,
+                    ev.receive_time,
                     sample,
                     max_power,
                     st.station.nominal_voltage_v,
@@ -1115,7 +1126,9 @@ fn session_outcome(
     let failed =
         energy_wh < a.failed_session_wh || FAILURE_STOP_REASONS.contains(&reason.as_ref());
     if failed {
-        if cs.failed_run == 0 {
+        // Failures far apart are bad luck, not a failing connector: a run starts again.
+        if cs.failed_run == 0 || start - cs.failed_since > a.failed_sessions_within.0 {
+            cs.failed_run = 0;
             cs.failed_since = start;
         }
         cs.failed_run += 1;
@@ -1143,8 +1156,11 @@ fn session_outcome(
     }
     if reason.as_ref() == "PowerLoss" {
         // The charger reports the loss once it is back: the outage is behind it.
-        let (from, to) = match st.rebooted {
-            Some((silent, boot)) if boot >= start && boot <= end => (silent.max(start), boot),
+        // A stop stamped by the charger's clock may sort before the reboot it follows: then
+        // the silence before the stop itself is the outage.
+        let (from, to) = match (st.rebooted, st.last_silence) {
+            (Some((silent, boot)), _) if boot >= start && boot <= end => (silent.max(start), boot),
+            (_, Some((silent, back))) if back >= start && back <= end => (silent.max(start), back),
             _ => (end, end),
         };
         let details = json!({"cause": "power_loss", "transaction_id": transaction_id, "power_back": format_rfc3339(to)});

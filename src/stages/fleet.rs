@@ -22,8 +22,9 @@
 //!
 //! **`underused`.** The demand model is a Poisson rate per usable connector-hour for each of
 //! the 168 hours of the local week, learned from the fleet's session starts and usable hours,
-//! seeded with `prior_sessions_per_day` shaped by `prior_hourly_profile` (worth
-//! [`PRIOR_HOURS`] connector-hours per hour of the week). Each charger has a level (how busy
+//! shrunk towards the same hour of the day pooled over all days (learned within a day), and
+//! that towards `prior_sessions_per_day` shaped by `prior_hourly_profile` (each worth
+//! [`PRIOR_HOURS`] connector-hours). Each charger has a level (how busy
 //! it is relative to the fleet) learned from its own sessions and shrunk towards its site's
 //! level, and the site's towards 1 ([`PRIOR_SESSIONS`] pseudo-sessions each): a new charger
 //! starts from its site peers. While a charger has a usable connector (Available, online,
@@ -56,15 +57,21 @@ pub const SETTLE: Millis = 60_000;
 pub const STEP: Millis = 5 * 60_000;
 /// Weight of the demand prior, connector-hours per hour of the week.
 pub const PRIOR_HOURS: f64 = 50.0;
+/// A session starting this soon after the last one on the same connector is the same visit
+/// retried (a failing charger, a driver trying again): it is not counted as demand.
+pub const RETRY_WITHIN: Millis = 30 * 60_000;
 /// Pseudo-sessions that shrink a charger's level towards its site's, and a site's towards 1.
 pub const PRIOR_SESSIONS: f64 = 3.0;
 
 const HOUR: Millis = 3_600_000;
 const DAY: Millis = 24 * HOUR;
 const BINS: usize = 80;
-const BIN_WIDTH: f64 = 0.02;
+/// Bins of a twentieth of a decade (12 %) from 100 W to 1 MW.
+const BIN_DECADES: f64 = 0.05;
+const LOWEST_W: f64 = 100.0;
 
-/// A decayed histogram of delivery shares (0 … 1.6 of rated power).
+/// A decayed histogram of the best session powers of one charger model (log-spaced bins:
+/// a share of rated power would need every charger's rating, which the registry may lack).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct DeliveryModel {
     bins: Vec<f64>,
@@ -72,10 +79,15 @@ struct DeliveryModel {
 }
 
 impl DeliveryModel {
-    fn new(cfg: &FleetDetectorConfig, at: Millis) -> Self {
-        let mut bins = vec![0.0; BINS];
-        bins[bin(cfg.prior_delivery_ratio)] = cfg.prior_weight.max(0.0);
-        DeliveryModel { bins, updated: at }
+    fn new(at: Millis) -> Self {
+        DeliveryModel {
+            bins: vec![0.0; BINS],
+            updated: at,
+        }
+    }
+
+    fn sessions(&self) -> f64 {
+        self.bins.iter().sum()
     }
 
     fn decay(&mut self, cfg: &FleetDetectorConfig, at: Millis) {
@@ -86,7 +98,7 @@ impl DeliveryModel {
         self.updated = self.updated.max(at);
     }
 
-    /// The share at quantile `q`: the lower edge of the bin where the cumulative weight
+    /// The power at quantile `q`: the lower edge of the bin where the cumulative weight
     /// reaches it (conservative: judges fewer sessions weak).
     fn quantile(&self, q: f64) -> f64 {
         let total: f64 = self.bins.iter().sum();
@@ -97,19 +109,25 @@ impl DeliveryModel {
         for (i, b) in self.bins.iter().enumerate() {
             acc += b;
             if acc >= q * total {
-                return i as f64 * BIN_WIDTH;
+                return edge(i);
             }
         }
-        (BINS - 1) as f64 * BIN_WIDTH
+        edge(BINS - 1)
     }
 
-    fn add(&mut self, ratio: f64) {
-        self.bins[bin(ratio)] += 1.0;
+    fn add(&mut self, power_w: f64) {
+        self.bins[bin(power_w)] += 1.0;
     }
 }
 
-fn bin(ratio: f64) -> usize {
-    ((ratio.max(0.0) / BIN_WIDTH) as usize).min(BINS - 1)
+fn bin(power_w: f64) -> usize {
+    let decades = (power_w.max(LOWEST_W) / LOWEST_W).log10();
+    ((decades / BIN_DECADES) as usize).min(BINS - 1)
+}
+
+/// The lower edge of bin `i`, W.
+fn edge(i: usize) -> f64 {
+    LOWEST_W * 10f64.powf(i as f64 * BIN_DECADES)
 }
 
 fn decay_factor(cfg: &FleetDetectorConfig, dt: Millis) -> f64 {
@@ -141,6 +159,8 @@ struct Port {
     usable: bool,
     weak_run: u32,
     weak_since: Millis,
+    /// When a session last started here: a start soon after it is a retry of the same visit.
+    last_start: Option<Millis>,
     /// The shares of the current weak run: they teach the model only once the run breaks
     /// (a connector's own streak must not make itself look normal).
     held_back: Vec<f64>,
@@ -154,12 +174,21 @@ struct Charger {
     #[serde(skip)]
     zone: Option<chrono_tz::Tz>,
     ports: BTreeMap<u32, Port>,
+    /// Its demand class: the rated power, kW (a 150 kW DC charger is busier than a 7 kW
+    /// wallbox wherever it stands).
+    class: u32,
     counts: Counts,
     /// Since the last session start (or since the charger became usable): when, the
     /// sessions it was expected to have, and the site's session starts before it.
     gap_since: Millis,
     gap_expected: f64,
+    /// −ln P(no session in the gap so far | the charger's demand), nats.
+    gap_surprise: f64,
     site_starts_at_gap: u64,
+    /// Expected sessions of the gap under the fleet rate: added to the charger's own counts
+    /// only when the gap ends normally (a session without an `underused` before it), so a
+    /// silent charger's silence does not teach it that silence is its normal.
+    gap_exposure: f64,
     book: AnomalyBook,
 }
 
@@ -186,10 +215,15 @@ pub struct FleetDetectors {
     arrivals: u64,
     /// Demand integrated up to here.
     now: Millis,
-    /// Fleet rate per hour of the week: session starts and usable connector-hours.
+    /// Fleet rate per hour of the week: session starts and usable connector-hours …
     starts: Vec<f64>,
     hours: Vec<f64>,
+    /// … and pooled per hour of the day, which a day of traffic is enough to learn.
+    day_starts: Vec<f64>,
+    day_hours: Vec<f64>,
     delivery: BTreeMap<(Arc<str>, u8), DeliveryModel>,
+    /// Demand per class (sessions and expected sessions under the fleet rate).
+    classes: BTreeMap<u32, Counts>,
     chargers: BTreeMap<Arc<str>, Charger>,
     sites: BTreeMap<Arc<str>, Site>,
 }
@@ -211,7 +245,10 @@ impl FleetDetectors {
             now: Millis::MIN,
             starts: vec![0.0; 168],
             hours: vec![0.0; 168],
+            day_starts: vec![0.0; 24],
+            day_hours: vec![0.0; 24],
             delivery: BTreeMap::new(),
+            classes: BTreeMap::new(),
             chargers: BTreeMap::new(),
             sites: BTreeMap::new(),
         }
@@ -291,10 +328,19 @@ impl FleetDetectors {
 
     fn decay_hourly(&mut self) {
         let f = decay_factor(&self.cfg, HOUR);
-        self.starts.iter_mut().for_each(|x| *x *= f);
-        self.hours.iter_mut().for_each(|x| *x *= f);
+        for v in [
+            &mut self.starts,
+            &mut self.hours,
+            &mut self.day_starts,
+            &mut self.day_hours,
+        ] {
+            v.iter_mut().for_each(|x| *x *= f);
+        }
         for c in self.chargers.values_mut() {
             c.counts.decay(f);
+        }
+        for c in self.classes.values_mut() {
+            c.decay(f);
         }
         for s in self.sites.values_mut() {
             s.counts.decay(f);
@@ -315,15 +361,39 @@ impl FleetDetectors {
             shape[(b % 24) % shape.len()] / mean
         };
         let prior = self.cfg.prior_sessions_per_day / 24.0 * weight;
-        (self.starts[b] + PRIOR_HOURS * prior) / (self.hours[b] + PRIOR_HOURS)
+        // Hour of the week, shrunk towards the hour of the day, shrunk towards the prior.
+        let h = b % 24;
+        let daily = (self.day_starts[h] + PRIOR_HOURS * prior) / (self.day_hours[h] + PRIOR_HOURS);
+        (self.starts[b] + PRIOR_HOURS * daily) / (self.hours[b] + PRIOR_HOURS)
     }
 
+    /// How busy its class of chargers is relative to the fleet rate.
+    fn class_level(&self, class: u32) -> f64 {
+        self.classes.get(&class).map_or(1.0, |k| {
+            (k.sessions + PRIOR_SESSIONS) / (k.expected + PRIOR_SESSIONS)
+        })
+    }
+
+    /// How busy a charger is relative to the fleet rate: its own sessions against what the
+    /// rate predicts, shrunk towards its class's level × its site's effect (sessions at the
+    /// site against what its chargers' classes predict).
     fn level(&self, c: &Charger) -> f64 {
-        let site = self
-            .sites
-            .get(&c.site_id)
-            .map_or(1.0, |s| (s.counts.sessions + PRIOR_SESSIONS) / (s.counts.expected + PRIOR_SESSIONS));
-        (c.counts.sessions + PRIOR_SESSIONS * site) / (c.counts.expected + PRIOR_SESSIONS)
+        let (a, b) = self.demand_posterior(c);
+        a / b
+    }
+
+    /// The charger's demand level as a Gamma(a, b) posterior: its own sessions `a − 3·prior`
+    /// over its own expected sessions `b − 3`, with [`PRIOR_SESSIONS`] pseudo-sessions at its
+    /// class's level × its site's effect.
+    fn demand_posterior(&self, c: &Charger) -> (f64, f64) {
+        let site = self.sites.get(&c.site_id).map_or(1.0, |s| {
+            (s.counts.sessions + PRIOR_SESSIONS) / (s.counts.expected + PRIOR_SESSIONS)
+        });
+        let prior = self.class_level(c.class) * site;
+        (
+            c.counts.sessions + PRIOR_SESSIONS * prior,
+            c.counts.expected + PRIOR_SESSIONS,
+        )
     }
 
     /// Usable connector-time in `[from, from + dt)` (within one step, so one hour of week).
@@ -339,13 +409,21 @@ impl FleetDetectors {
             let b = hour_of_week(from, c.zone.unwrap_or(chrono_tz::UTC));
             let rate = self.rate(b);
             let level = self.level(c);
+            let (post_a, post_b) = self.demand_posterior(c);
+            let class_level = self.class_level(c.class);
+            let class = c.class;
             let expected = rate * n as f64 * hours;
             self.hours[b] += n as f64 * hours;
+            self.day_hours[b % 24] += n as f64 * hours;
             if let Some(c) = self.chargers.get_mut(&id) {
-                c.counts.expected += expected;
+                c.gap_exposure += expected;
                 c.gap_expected += level * expected;
+                // The predictive probability of no session (negative binomial): a charger
+                // whose demand is little known is not called silent as soon as a known one.
+                c.gap_surprise = post_a * (1.0 + c.gap_exposure / post_b).ln();
                 let site = self.sites.entry(c.site_id.clone()).or_default();
-                site.counts.expected += expected;
+                site.counts.expected += class_level * expected;
+                self.classes.entry(class).or_default().expected += expected;
             }
         }
     }
@@ -354,7 +432,7 @@ impl FleetDetectors {
         let min_expected = self.cfg.underused_min_expected;
         let min_peers = self.cfg.underused_min_peer_sessions as u64;
         for (id, c) in self.chargers.iter_mut() {
-            if c.gap_expected < min_expected || c.book.is_open(AnomalyKind::Underused, None) {
+            if c.gap_surprise < min_expected || c.book.is_open(AnomalyKind::Underused, None) {
                 continue;
             }
             let site = self.sites.get(&c.site_id);
@@ -380,6 +458,7 @@ impl FleetDetectors {
                 json!({
                     "idle_since": format_rfc3339(c.gap_since),
                     "expected_sessions": (c.gap_expected * 10.0).round() / 10.0,
+                    "surprise_nats": (c.gap_surprise * 10.0).round() / 10.0,
                     "site_peer_sessions": peers,
                 }),
                 out,
@@ -399,10 +478,13 @@ impl FleetDetectors {
                 site_id: o.site_id.clone(),
                 zone: None,
                 ports: BTreeMap::new(),
+                class: (reference.station(&o.charge_point_id).max_power_w / 1000.0).round() as u32,
                 counts: Counts::default(),
                 gap_since: o.at,
                 gap_expected: 0.0,
+                gap_surprise: 0.0,
                 site_starts_at_gap: sites.get(&o.site_id).map_or(0, |s| s.starts),
+                gap_exposure: 0.0,
                 book: AnomalyBook::default(),
             });
         if c.zone.is_none() {
@@ -426,8 +508,13 @@ impl FleetDetectors {
                 let after = c.usable_ports();
                 if before == 0 && after > 0 {
                     // Usable again: a new gap starts (an out-of-order charger is not idle).
+                    if !c.book.is_open(AnomalyKind::Underused, None) {
+                        c.counts.expected += c.gap_exposure;
+                    }
+                    c.gap_exposure = 0.0;
                     c.gap_since = o.at;
                     c.gap_expected = 0.0;
+                    c.gap_surprise = 0.0;
                     c.site_starts_at_gap = self.sites.get(&c.site_id).map_or(0, |s| s.starts);
                 } else if after == 0 {
                     c.book.resolve(
@@ -443,9 +530,19 @@ impl FleetDetectors {
             Observed::SessionStarted => {
                 let b = {
                     let c = Self::charger(&mut self.chargers, &self.sites, reference, &o);
-                    c.counts.sessions += 1.0;
+                    let port = c.ports.entry(o.connector_id).or_default();
+                    let visit = port.last_start.is_none_or(|t| o.at - t >= RETRY_WITHIN);
+                    port.last_start = Some(o.at);
+                    let demand = if visit { 1.0 } else { 0.0 };
+                    c.counts.sessions += demand;
+                    if !c.book.is_open(AnomalyKind::Underused, None) {
+                        c.counts.expected += c.gap_exposure;
+                    }
+                    c.gap_exposure = 0.0;
+                    let class = c.class;
                     c.gap_since = o.at;
                     c.gap_expected = 0.0;
+                    c.gap_surprise = 0.0;
                     c.book.resolve(
                         &subject,
                         AnomalyKind::Underused,
@@ -454,11 +551,14 @@ impl FleetDetectors {
                         json!({"cause": "session_started"}),
                         out,
                     );
-                    hour_of_week(o.at, c.zone.unwrap_or(chrono_tz::UTC))
+                    (hour_of_week(o.at, c.zone.unwrap_or(chrono_tz::UTC)), class, demand)
                 };
-                self.starts[b] += 1.0;
+                let (b, class, demand) = b;
+                self.classes.entry(class).or_default().sessions += demand;
+                self.starts[b] += demand;
+                self.day_starts[b % 24] += demand;
                 let site = self.sites.entry(o.site_id.clone()).or_default();
-                site.counts.sessions += 1.0;
+                site.counts.sessions += demand;
                 site.starts += 1;
                 let starts = site.starts;
                 if let Some(c) = self.chargers.get_mut(&o.charge_point_id) {
@@ -475,13 +575,16 @@ impl FleetDetectors {
                 let m = self
                     .delivery
                     .entry((model.clone(), *soc_band))
-                    .or_insert_with(|| DeliveryModel::new(cfg, o.at));
+                    .or_insert_with(|| DeliveryModel::new(o.at));
                 m.decay(cfg, o.at);
                 let median = m.quantile(0.5);
                 let low = m.quantile(cfg.weak_quantile);
-                let weak = *ratio < cfg.weak_fraction * median && *ratio < low;
+                // Judged once the model has been seen enough (warm-up).
+                let weak = m.sessions() >= cfg.min_model_sessions
+                    && *power_w < cfg.weak_fraction * median
+                    && *power_w < low;
                 if !weak {
-                    m.add(*ratio);
+                    m.add(*power_w);
                 }
                 let degraded_after = cfg.degraded_sessions.max(1);
                 let c = Self::charger(&mut self.chargers, &self.sites, reference, &o);
@@ -490,8 +593,8 @@ impl FleetDetectors {
                     "model": &**model,
                     "power_w": power_w.round(),
                     "share_of_rated": (ratio * 1000.0).round() / 1000.0,
-                    "model_median_share": (median * 1000.0).round() / 1000.0,
-                    "model_low_share": (low * 1000.0).round() / 1000.0,
+                    "model_median_w": median.round(),
+                    "model_low_w": low.round(),
                     "soc_band": soc_band,
                 });
                 if weak {
@@ -500,7 +603,7 @@ impl FleetDetectors {
                     }
                     port.weak_run += 1;
                     if port.weak_run < degraded_after {
-                        port.held_back.push(*ratio);
+                        port.held_back.push(*power_w);
                     } else {
                         port.held_back.clear();
                     }
@@ -577,7 +680,8 @@ mod tests {
 
     fn reference() -> Reference {
         let cfg: DataflowConfig =
-            toml::from_str("[source]\nkind = \"file\"\npath = \"x\"").expect("config");
+            toml::from_str("[source]\nkind = \"file\"\npath = \"x\"\n[registry]\ndefault_time_zone = \"UTC\"")
+                .expect("config");
         Reference::new(&cfg, &Registry::default(), vec![]).expect("reference")
     }
 
@@ -691,7 +795,9 @@ mod tests {
         assert!(underused.iter().all(|a| &*a.charge_point_id == "CP-0"), "{underused:#?}");
         let opened = underused[0].event_time;
         // Its last session started just before noon; about 7 sessions' worth later.
-        assert!(opened > silent && opened < silent + 16 * HOUR, "{}", format_rfc3339(opened));
+        // A small site teaches the fleet little: its level carries the prior's shape. Its
+        // last session was just before noon; the night counts for little.
+        assert!(opened > silent && opened < silent + 24 * HOUR, "{}", format_rfc3339(opened));
         assert!(underused[0].details["expected_sessions"].as_f64().unwrap_or(0.0) >= 7.0);
     }
 

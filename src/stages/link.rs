@@ -43,6 +43,9 @@ pub struct ClockWatch {
     recent: VecDeque<(u64, i64)>,
     gate: Debounce,
     open: bool,
+    /// The latest receive time seen: frames are judged in the order the backend got them
+    /// (event-time order interleaves the frames of a clock that jumped back).
+    received: Millis,
 }
 
 impl ClockWatch {
@@ -51,8 +54,13 @@ impl ClockWatch {
         self.recent.iter().map(|(_, o)| *o).max()
     }
 
-    /// One event with a charger timestamp (`offset_ms` = timestamp − receive time).
+    /// One event with a charger timestamp (`offset_ms` = timestamp − receive time), received
+    /// at `at`. A frame received before one already judged is skipped.
     pub fn observe(&mut self, cfg: &AnomalyConfig, seq: u64, at: Millis, offset_ms: i64) -> Verdict {
+        if at < self.received {
+            return Verdict::None;
+        }
+        self.received = at;
         match self.recent.back_mut() {
             // Another event of the same frame: one frame, one offset.
             Some((s, o)) if *s == seq => {
@@ -177,6 +185,20 @@ mod tests {
             w.observe(&cfg, 9, 8 * MIN, 0),
             Verdict::Resolve { at, .. } if at == 7 * MIN
         ));
+    }
+
+    #[test]
+    fn frames_received_earlier_but_judged_later_are_skipped() {
+        let cfg = AnomalyConfig::default();
+        let mut w = ClockWatch::default();
+        // the clock jumped back 15 min: its new frames sort before the last old ones
+        for i in 0..3i64 {
+            w.observe(&cfg, 10 + i as u64, 20 * MIN + i * MIN, -15 * MIN);
+        }
+        assert!(w.estimate().is_some_and(|e| e < -10 * MIN));
+        // an old, in-step frame received at 5 min, processed now: ignored
+        assert_eq!(w.observe(&cfg, 3, 5 * MIN, 0), Verdict::None);
+        assert!(w.estimate().is_some_and(|e| e < -10 * MIN));
     }
 
     #[test]
