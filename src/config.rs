@@ -674,7 +674,7 @@ pub struct FleetDetectorConfig {
     #[serde(default = "defaults::min_model_sessions")]
     pub min_model_sessions: f64,
     /// `underused`: open when a usable, idle connector's expected session count since its
-    /// last session reaches this (−ln of the predictive probability of no session, nats: 7 → 0.09 %) …
+    /// last session reaches this (−ln of the predictive probability of no session, nats: 7.5 → 0.06 %) …
     #[serde(default = "defaults::underused_min_expected")]
     pub underused_min_expected: f64,
     /// … and its site peers started at least this many sessions meanwhile.
@@ -1075,7 +1075,7 @@ mod defaults {
         20.0
     }
     pub fn underused_min_expected() -> f64 {
-        7.0
+        7.5
     }
     pub fn underused_min_peer_sessions() -> u32 {
         2

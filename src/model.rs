@@ -127,7 +127,9 @@ pub enum EventKind {
     },
     /// A frame from this charger that was dead-lettered (its dead letter says why); kept so
     /// that error rates can be computed (`message_errors`).
-    Rejected { reason: DeadLetterReason },
+    Rejected {
+        reason: DeadLetterReason,
+    },
 }
 
 impl EventKind {

@@ -37,7 +37,8 @@ fn eval(labels: &Path, anomalies: &Path, what: &str) -> Value {
 /// sessions were expected (the simulator's spans are ≤ 20 h).
 fn max_delay_s(kind: AnomalyKind) -> f64 {
     match kind {
-        AnomalyKind::CommunicationLost => 600.0,
+        // + the receive latency of the last message (≤ a few seconds)
+        AnomalyKind::CommunicationLost => 610.0,
         AnomalyKind::StuckSession => 1260.0,
         AnomalyKind::PowerSupply => 300.0,
         AnomalyKind::ClockSkew => 1200.0,
@@ -128,15 +129,16 @@ fn eval_scores_detectors_on_simulated_fleet_seed_7() {
     check(&report, &read_jsonl(&labels));
 }
 
-/// Seeds the detectors were not tuned on, with five times the default fault rate (about 40
-/// faults of each kind), through the simulator source of a dataflow and through `simulate`.
+/// Seeds the detectors were not tuned on (tuning used 7, 11, 13, 99, 1009 and 2024), with
+/// five times the default fault rate (about 40 faults of each kind), through the simulator
+/// source of a dataflow and through `simulate`.
 #[test]
-fn eval_scores_detectors_on_dense_faults_of_unseen_seed_13() {
+fn eval_scores_detectors_on_dense_faults_of_unseen_seed_31() {
     let _g = serial();
-    let dir = tmp_dir("eval-seed-13");
+    let dir = tmp_dir("eval-seed-31");
     let out = dir.join("out");
     let text = format!(
-        "name = \"eval\"\n[source]\nkind = \"simulator\"\nchargers = 200\nhours = 48\nseed = 13\n\
+        "name = \"eval\"\n[source]\nkind = \"simulator\"\nchargers = 200\nhours = 48\nseed = 31\n\
          fault_rate = 10\n[pipeline]\nworkers = 1\n[output]\ndir = {:?}\n[metrics]\naddr = \"\"\n\
          [registry]\ndefault_tariff = \"ac_standard\"\n{TARIFFS}\n",
         out.display().to_string()
@@ -148,38 +150,54 @@ fn eval_scores_detectors_on_dense_faults_of_unseen_seed_13() {
     let report = eval(
         &labels,
         &out.join("anomalies.jsonl"),
-        "seed 13, 200 chargers, 48 h, fault_rate 10",
+        "seed 31, 200 chargers, 48 h, fault_rate 10",
     );
     let labels = read_jsonl(&labels);
     for kind in AnomalyKind::ALL {
         let n = labels.iter().filter(|l| l["kind"] == kind.as_str()).count();
         // underused needs a busy charger with site peers: fewer of them
-        let want = if kind == AnomalyKind::Underused { 5 } else { 30 };
+        let want = if kind == AnomalyKind::Underused {
+            5
+        } else {
+            30
+        };
         assert!(n >= want, "{n} labels of {}", kind.as_str());
     }
     check(&report, &labels);
 }
 
 #[test]
-fn eval_scores_detectors_on_dense_faults_of_unseen_seed_2024() {
+fn eval_scores_detectors_on_dense_faults_of_unseen_seed_4242() {
     let _g = serial();
-    let dir = tmp_dir("eval-seed-2024");
+    let dir = tmp_dir("eval-seed-4242");
     let (traffic, labels, registry) = (
         dir.join("traffic.jsonl"),
         dir.join("labels.jsonl"),
         dir.join("registry.json"),
     );
     run_ok(&[
-        "simulate", "--chargers", "200", "--hours", "48", "--seed", "2024", "--fault-rate", "10",
-        "--out", traffic.to_str().unwrap(), "--labels", labels.to_str().unwrap(),
-        "--registry", registry.to_str().unwrap(),
+        "simulate",
+        "--chargers",
+        "200",
+        "--hours",
+        "48",
+        "--seed",
+        "4242",
+        "--fault-rate",
+        "10",
+        "--out",
+        traffic.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--registry",
+        registry.to_str().unwrap(),
     ]);
     let dataflow = file_dataflow(&dir, &traffic, Some(&registry), "");
     run_ok(&["run", dataflow.to_str().unwrap()]);
     let report = eval(
         &labels,
         &dir.join("out/anomalies.jsonl"),
-        "seed 2024, 200 chargers, 48 h, fault_rate 10",
+        "seed 4242, 200 chargers, 48 h, fault_rate 10",
     );
     check(&report, &read_jsonl(&labels));
 }

@@ -119,5 +119,18 @@ fn metrics_are_served_live_with_documented_names() {
         .read_to_string(&mut out)
         .unwrap();
     assert!(out.contains("evflow run complete"), "{out}");
-    assert_eq!(read_jsonl(&dir.join("out/dead-letter.jsonl")).len(), 1);
+    // The line this test broke, and the simulator's deliberately malformed frames
+    // (message_errors faults and noise), nothing else.
+    let dead = read_jsonl(&dir.join("out/dead-letter.jsonl"));
+    assert_eq!(
+        dead.iter()
+            .filter(|d| d["reason"] == "invalid_json")
+            .count(),
+        1
+    );
+    assert!(
+        dead.iter()
+            .all(|d| d["reason"] == "invalid_json" || d["reason"] == "bad_payload"),
+        "{dead:#?}"
+    );
 }

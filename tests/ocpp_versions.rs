@@ -675,20 +675,36 @@ fn life(tr: &mut Traffic, cp: &str, connectors: u32, interval: i64, silences: &[
     let mut t = at("08:00:00") + interval * 1000;
     while t <= at("16:00:00") {
         if !silences.iter().any(|&(s, e)| t >= s && t <= e) {
-            tr.call(t, cp, "Heartbeat", json!({}), Some(json!({"currentTime": iso(t)})));
+            tr.call(
+                t,
+                cp,
+                "Heartbeat",
+                json!({}),
+                Some(json!({"currentTime": iso(t)})),
+            );
         }
         t += interval * 1000;
     }
 }
 
 /// A MeterValues outside a transaction, stamped `stamp` (the charger's clock).
-fn meter(tr: &mut Traffic, t: i64, stamp: i64, cp: &str, values: &[(&str, Option<&str>, f64, &str)]) {
+fn meter(
+    tr: &mut Traffic,
+    t: i64,
+    stamp: i64,
+    cp: &str,
+    values: &[(&str, Option<&str>, f64, &str)],
+) {
     let sampled: Vec<Value> = values
         .iter()
         .map(|(measurand, phase, v, unit)| {
             let mut s = match tr.version {
-                OcppVersion::V16 => json!({"value": format!("{v}"), "measurand": measurand, "unit": unit}),
-                OcppVersion::V201 => json!({"value": v, "measurand": measurand, "unitOfMeasure": {"unit": unit}}),
+                OcppVersion::V16 => {
+                    json!({"value": format!("{v}"), "measurand": measurand, "unit": unit})
+                }
+                OcppVersion::V201 => {
+                    json!({"value": v, "measurand": measurand, "unitOfMeasure": {"unit": unit}})
+                }
             };
             if let Some(p) = phase {
                 s["phase"] = (*p).into();
@@ -789,7 +805,11 @@ fn detector_scenario(version: OcppVersion) -> Traffic {
     life(&mut tr, "CP-C", 1, 300, &[]);
     let mut t = at("08:30:00");
     while t <= at("10:30:00") {
-        let skew = if (at("09:00:00")..at("10:00:00")).contains(&t) { 600_000 } else { 0 };
+        let skew = if (at("09:00:00")..at("10:00:00")).contains(&t) {
+            600_000
+        } else {
+            0
+        };
         meter(&mut tr, t, t + skew, "CP-C", &supply([230.0; 3], 50.0));
         t += 300_000;
     }
@@ -819,7 +839,17 @@ fn detector_scenario(version: OcppVersion) -> Traffic {
     ] {
         plain_session(&mut tr, "CP-F", 1, n, at(hms), 0, 0, 5_000, reason);
     }
-    plain_session(&mut tr, "CP-F", 1, 604, at("10:30:00"), 6, 11_000, 5_000, "EVDisconnected");
+    plain_session(
+        &mut tr,
+        "CP-F",
+        1,
+        604,
+        at("10:30:00"),
+        6,
+        11_000,
+        5_000,
+        "EVDisconnected",
+    );
 
     // CP-L: a 60 s heartbeat interval from its BootNotification, silent 09:00–09:30.
     life(&mut tr, "CP-L", 1, 60, &[(at("09:00:30"), at("09:30:00"))]);
@@ -846,8 +876,19 @@ fn detector_scenario(version: OcppVersion) -> Traffic {
 
     // CP-M: its register jumps backwards by 5 MWh at 09:10.
     life(&mut tr, "CP-M", 1, 300, &[]);
-    for (hms, kwh) in [("09:00:00", 12_000.0), ("09:05:00", 12_001.0), ("09:10:00", 7_001.0), ("09:15:00", 7_002.0)] {
-        meter(&mut tr, at(hms), at(hms), "CP-M", &[("Energy.Active.Import.Register", None, kwh, "kWh")]);
+    for (hms, kwh) in [
+        ("09:00:00", 12_000.0),
+        ("09:05:00", 12_001.0),
+        ("09:10:00", 7_001.0),
+        ("09:15:00", 7_002.0),
+    ] {
+        meter(
+            &mut tr,
+            at(hms),
+            at(hms),
+            "CP-M",
+            &[("Energy.Active.Import.Register", None, kwh, "kWh")],
+        );
     }
 
     // Fleet: CP-D1, CP-D2 (the same model) deliver 0.9 of their 22 kW; CP-D3 connector 1
@@ -861,13 +902,33 @@ fn detector_scenario(version: OcppVersion) -> Traffic {
         for (cp, c) in [("CP-D1", 1), ("CP-D2", 1), ("CP-D1", 2), ("CP-D2", 2)] {
             n += 1;
             let start = at("08:10:00") + k * 3_000_000 + c as i64 * 60_000;
-            plain_session(&mut tr, cp, c, n, start, 6, 19_800, 100_000 + k * 12_000, "EVDisconnected");
+            plain_session(
+                &mut tr,
+                cp,
+                c,
+                n,
+                start,
+                6,
+                19_800,
+                100_000 + k * 12_000,
+                "EVDisconnected",
+            );
         }
     }
     for k in 0..3i64 {
         n += 1;
         let start = at("13:00:00") + k * 3_000_000;
-        plain_session(&mut tr, "CP-D3", 1, n, start, 6, 1_100, 50_000 + k * 600, "EVDisconnected");
+        plain_session(
+            &mut tr,
+            "CP-D3",
+            1,
+            n,
+            start,
+            6,
+            1_100,
+            50_000 + k * 600,
+            "EVDisconnected",
+        );
     }
     tr
 }
@@ -884,10 +945,20 @@ fn run_scenario(dir: &Path, version: OcppVersion) -> std::path::PathBuf {
         .iter()
         .map(|cp| json!({"charge_point_id": cp, "site_id": "SITE-1", "max_power_w": 22000.0, "connectors": 2, "ocpp_version": version.as_str()}))
         .collect();
-    std::fs::write(&reg, json!({"stations": stations, "tokens": [{"id_tag": "CARD-1", "payment_method": "card"}]}).to_string()).unwrap();
+    std::fs::write(
+        &reg,
+        json!({"stations": stations, "tokens": [{"id_tag": "CARD-1", "payment_method": "card"}]})
+            .to_string(),
+    )
+    .unwrap();
     let dataflow = file_dataflow(dir, &input, Some(&reg), "");
     let out = dir.join(format!("out-{name}"));
-    run_ok(&["run", dataflow.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    run_ok(&[
+        "run",
+        dataflow.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     out
 }
 
@@ -902,25 +973,85 @@ fn every_per_charger_detector_fires_alike_on_1_6_and_2_0_1() {
     let t = |hms: &str, ms: i64| iso(at(hms) + ms);
     let want: BTreeSet<(String, Option<u64>, String, String, String)> = [
         ("CP-P", Some(1), "power_supply", "open", t("09:00:00", 0)),
-        ("CP-P", Some(1), "power_supply", "resolved", t("09:10:00", 0)),
+        (
+            "CP-P",
+            Some(1),
+            "power_supply",
+            "resolved",
+            t("09:10:00", 0),
+        ),
         ("CP-P", Some(1), "power_supply", "open", t("10:00:00", 0)),
-        ("CP-P", Some(1), "power_supply", "resolved", t("10:10:00", 0)),
+        (
+            "CP-P",
+            Some(1),
+            "power_supply",
+            "resolved",
+            t("10:10:00", 0),
+        ),
         // from the last message before the outage (the 11:00 heartbeat) to the reboot
         ("CP-P", Some(2), "power_supply", "open", t("11:00:00", 150)),
-        ("CP-P", Some(2), "power_supply", "resolved", t("11:05:00", 150)),
+        (
+            "CP-P",
+            Some(2),
+            "power_supply",
+            "resolved",
+            t("11:05:00", 150),
+        ),
         ("CP-C", None, "clock_skew", "open", t("09:00:00", 150)),
         ("CP-C", None, "clock_skew", "resolved", t("10:10:00", 150)),
         ("CP-E", None, "message_errors", "open", t("09:04:00", 150)),
-        ("CP-E", None, "message_errors", "resolved", t("09:14:00", 150)),
-        ("CP-F", Some(1), "session_failures", "open", t("09:42:00", 0)),
-        ("CP-F", Some(1), "session_failures", "resolved", t("11:02:00", 0)),
-        ("CP-L", None, "communication_lost", "open", t("09:02:00", 150)),
-        ("CP-L", None, "communication_lost", "resolved", t("09:30:00", 150)),
+        (
+            "CP-E",
+            None,
+            "message_errors",
+            "resolved",
+            t("09:14:00", 150),
+        ),
+        (
+            "CP-F",
+            Some(1),
+            "session_failures",
+            "open",
+            t("09:42:00", 0),
+        ),
+        (
+            "CP-F",
+            Some(1),
+            "session_failures",
+            "resolved",
+            t("11:02:00", 0),
+        ),
+        (
+            "CP-L",
+            None,
+            "communication_lost",
+            "open",
+            t("09:02:00", 150),
+        ),
+        (
+            "CP-L",
+            None,
+            "communication_lost",
+            "resolved",
+            t("09:30:00", 150),
+        ),
         ("CP-S", Some(1), "stuck_session", "open", t("10:25:00", 0)),
-        ("CP-S", Some(1), "stuck_session", "resolved", t("10:40:00", 0)),
+        (
+            "CP-S",
+            Some(1),
+            "stuck_session",
+            "resolved",
+            t("10:40:00", 0),
+        ),
         ("CP-M", Some(1), "meter_error", "open", t("09:10:00", 0)),
         ("CP-M", Some(1), "meter_error", "resolved", t("09:15:00", 0)),
-        ("CP-D3", Some(1), "power_delivery_degraded", "open", t("14:55:00", 0)),
+        (
+            "CP-D3",
+            Some(1),
+            "power_delivery_degraded",
+            "open",
+            t("14:55:00", 0),
+        ),
     ]
     .into_iter()
     .map(|(cp, c, k, s, at)| (cp.to_string(), c, k.to_string(), s.to_string(), at))

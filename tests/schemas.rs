@@ -135,9 +135,10 @@ fn evflow_files_match_the_schemas() {
         &[
             "simulate",
             "--chargers",
-            "30",
+            "60",
             "--hours",
-            "24",
+            // two days: the learned detectors' faults come after a day of warm-up
+            "48",
             "--out",
             &p("traffic.jsonl"),
             "--labels",
@@ -176,7 +177,8 @@ fn evflow_files_match_the_schemas() {
     // The data exercises every reason and kind, so that every branch of the schemas is used.
     let out = dir.join("out");
     let dead = lines(&out.join("dead-letter.jsonl"));
-    assert_eq!(dead.len(), BAD.len(), "{dead:#?}");
+    // The bad lines, plus the simulator's deliberately malformed frames (bad_payload).
+    assert!(dead.len() >= BAD.len(), "{dead:#?}");
     // schema_violation only exists in strict mode (tests/strict.rs); this run is tolerant.
     // bad_payment_event needs a payments file (tests/revenue.rs).
     let want: BTreeSet<String> = names(&DeadLetterReason::ALL)

@@ -128,7 +128,12 @@ reason = "vandalism"
 "#;
     let dataflow = file_dataflow(&dir, &input, Some(&registry), extra);
     let out = dir.join("out");
-    run_ok(&["run", dataflow.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    run_ok(&[
+        "run",
+        dataflow.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
 
     let rows: BTreeMap<(u32, UptimePeriod, String), UptimeRow> = read_uptime(&out)
         .expect("read uptime")
@@ -141,12 +146,60 @@ reason = "vandalism"
         })
         .collect();
     let want = [
-        (1, UptimePeriod::Day, "2026-02-27T00:00:00.000Z", 1440.0, 240.0, 60.0, 87.5),
-        (2, UptimePeriod::Day, "2026-02-27T00:00:00.000Z", 1440.0, 230.0, 140.0, 93.75),
-        (1, UptimePeriod::Day, "2026-02-28T00:00:00.000Z", 1440.0, 120.0, 120.0, 100.0),
-        (2, UptimePeriod::Day, "2026-02-28T00:00:00.000Z", 1440.0, 60.0, 60.0, 100.0),
-        (1, UptimePeriod::Month, "2026-02-01T00:00:00.000Z", 2880.0, 360.0, 180.0, 93.75),
-        (2, UptimePeriod::Month, "2026-02-01T00:00:00.000Z", 2880.0, 290.0, 200.0, 96.875),
+        (
+            1,
+            UptimePeriod::Day,
+            "2026-02-27T00:00:00.000Z",
+            1440.0,
+            240.0,
+            60.0,
+            87.5,
+        ),
+        (
+            2,
+            UptimePeriod::Day,
+            "2026-02-27T00:00:00.000Z",
+            1440.0,
+            230.0,
+            140.0,
+            93.75,
+        ),
+        (
+            1,
+            UptimePeriod::Day,
+            "2026-02-28T00:00:00.000Z",
+            1440.0,
+            120.0,
+            120.0,
+            100.0,
+        ),
+        (
+            2,
+            UptimePeriod::Day,
+            "2026-02-28T00:00:00.000Z",
+            1440.0,
+            60.0,
+            60.0,
+            100.0,
+        ),
+        (
+            1,
+            UptimePeriod::Month,
+            "2026-02-01T00:00:00.000Z",
+            2880.0,
+            360.0,
+            180.0,
+            93.75,
+        ),
+        (
+            2,
+            UptimePeriod::Month,
+            "2026-02-01T00:00:00.000Z",
+            2880.0,
+            290.0,
+            200.0,
+            96.875,
+        ),
     ];
     assert_eq!(rows.len(), want.len(), "{rows:#?}");
     for (c, period, start, minutes, outage, excluded, pct) in want {
@@ -154,7 +207,12 @@ reason = "vandalism"
             .get(&(c, period, start.to_string()))
             .unwrap_or_else(|| panic!("no {period:?} row for connector {c} at {start}: {rows:#?}"));
         assert_eq!(
-            (r.minutes, r.outage_minutes, r.excluded_minutes, r.uptime_pct),
+            (
+                r.minutes,
+                r.outage_minutes,
+                r.excluded_minutes,
+                r.uptime_pct
+            ),
             (minutes, outage, excluded, pct),
             "connector {c} {period:?} {start}"
         );
@@ -191,13 +249,63 @@ reason = "vandalism"
     };
     let mut want = vec![
         o(1, "27T02:00", "27T03:30", "faulted", 90.0, 0.0, ""),
-        o(1, "27T09:30", "27T11:15", "unavailable", 105.0, 60.0, "scheduled_maintenance"),
-        o(1, "27T13:55", "27T14:40", "communication_lost", 45.0, 0.0, ""),
-        o(1, "28T13:00", "28T15:00", "faulted", 120.0, 120.0, "vandalism"),
-        o(2, "27T09:30", "27T11:15", "unavailable", 105.0, 60.0, "scheduled_maintenance"),
-        o(2, "27T13:55", "27T14:40", "communication_lost", 45.0, 0.0, ""),
-        o(2, "27T16:00", "27T16:20", "faulted", 20.0, 20.0, "grid_power"),
-        o(2, "27T23:00", "28T01:00", "faulted", 120.0, 120.0, "vehicle"),
+        o(
+            1,
+            "27T09:30",
+            "27T11:15",
+            "unavailable",
+            105.0,
+            60.0,
+            "scheduled_maintenance",
+        ),
+        o(
+            1,
+            "27T13:55",
+            "27T14:40",
+            "communication_lost",
+            45.0,
+            0.0,
+            "",
+        ),
+        o(
+            1,
+            "28T13:00",
+            "28T15:00",
+            "faulted",
+            120.0,
+            120.0,
+            "vandalism",
+        ),
+        o(
+            2,
+            "27T09:30",
+            "27T11:15",
+            "unavailable",
+            105.0,
+            60.0,
+            "scheduled_maintenance",
+        ),
+        o(
+            2,
+            "27T13:55",
+            "27T14:40",
+            "communication_lost",
+            45.0,
+            0.0,
+            "",
+        ),
+        o(
+            2,
+            "27T16:00",
+            "27T16:20",
+            "faulted",
+            20.0,
+            20.0,
+            "grid_power",
+        ),
+        o(
+            2, "27T23:00", "28T01:00", "faulted", 120.0, 120.0, "vehicle",
+        ),
     ];
     want.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     assert_eq!(outages, want);
@@ -218,20 +326,32 @@ reason = "vandalism"
         .filter(|n| n["kind"] == "station_out_of_order" && n["audience"] == "operator")
         .filter_map(|n| n["event_time"].as_str())
         .collect();
-    assert!(out_of_order.contains(&"2026-02-27T02:00:00.000Z"), "{out_of_order:?}");
-    assert!(!out_of_order.iter().any(|t| t.starts_with("2026-02-27T10:")), "{out_of_order:?}");
+    assert!(
+        out_of_order.contains(&"2026-02-27T02:00:00.000Z"),
+        "{out_of_order:?}"
+    );
+    assert!(
+        !out_of_order.iter().any(|t| t.starts_with("2026-02-27T10:")),
+        "{out_of_order:?}"
+    );
 
     // Health rows say why a score dropped.
     let health = read_health(&out).expect("read health");
     let faulted = health
         .iter()
-        .find(|h| h.connector_id == Some(1) && format_rfc3339(h.window_start) == "2026-02-27T02:00:00.000Z")
+        .find(|h| {
+            h.connector_id == Some(1)
+                && format_rfc3339(h.window_start) == "2026-02-27T02:00:00.000Z"
+        })
         .expect("a health row for connector 1 at 02:00");
     assert_eq!(faulted.main_cause.map(|c| c.as_str()), Some("availability"));
     assert!(faulted.score < 100.0);
     let healthy = health
         .iter()
-        .find(|h| h.connector_id == Some(1) && format_rfc3339(h.window_start) == "2026-02-27T06:00:00.000Z")
+        .find(|h| {
+            h.connector_id == Some(1)
+                && format_rfc3339(h.window_start) == "2026-02-27T06:00:00.000Z"
+        })
         .expect("a health row for connector 1 at 06:00");
     assert_eq!((healthy.score, healthy.main_cause), (100.0, None));
 }

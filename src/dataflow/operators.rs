@@ -23,8 +23,8 @@ use crate::model::{
 };
 use crate::sinks::{OutputSinks, Summary};
 use crate::stages::billing::Billing;
-use crate::stages::fleet::FleetDetectors;
 use crate::stages::charger::{Arrival, ChargerStages, StagesSnapshot};
+use crate::stages::fleet::FleetDetectors;
 use crate::stages::health::site_row;
 use crate::stages::leakage::{LeakageLedger, SessionFacts};
 use crate::stages::revenue::RevenueWindows;
@@ -445,17 +445,20 @@ pub fn sink_order(a: &Output, b: &Output) -> Ordering {
             &x.charge_point_id,
             x.connector_id,
         )
-            .cmp(&(
-                y.period_start,
-                y.period,
-                &y.charge_point_id,
-                y.connector_id,
-            )),
-        (Output::Outage(x), Output::Outage(y)) => (x.end, &x.charge_point_id, x.connector_id, x.start)
+            .cmp(&(y.period_start, y.period, &y.charge_point_id, y.connector_id)),
+        (Output::Outage(x), Output::Outage(y)) => (
+            x.end,
+            &x.charge_point_id,
+            x.connector_id,
+            x.start,
+        )
             .cmp(&(y.end, &y.charge_point_id, y.connector_id, y.start)),
-        (Output::Observation(x), Output::Observation(y)) => {
-            (x.at, &x.charge_point_id, x.connector_id).cmp(&(y.at, &y.charge_point_id, y.connector_id))
-        }
+        (Output::Observation(x), Output::Observation(y)) => (
+            x.at,
+            &x.charge_point_id,
+            x.connector_id,
+        )
+            .cmp(&(y.at, &y.charge_point_id, y.connector_id)),
         (Output::Checkpoint { watermark: x }, Output::Checkpoint { watermark: y }) => x.cmp(y),
         _ => rank(a).cmp(&rank(b)),
     }

@@ -699,7 +699,13 @@ mod tests {
         assert_eq!(dl.len(), 1, "{line}");
         assert!(ev.len() <= 1, "{line} produced events");
         for e in &ev {
-            assert_eq!(e.kind, EventKind::Rejected { reason: dl[0].reason }, "{line}");
+            assert_eq!(
+                e.kind,
+                EventKind::Rejected {
+                    reason: dl[0].reason
+                },
+                "{line}"
+            );
             assert_eq!(e.event_time, e.receive_time);
         }
         dl[0].reason
@@ -802,14 +808,18 @@ mod tests {
         assert_eq!(dl.len(), 1);
         assert_eq!(ev.len(), 1);
         assert_eq!(&*ev[0].charge_point_id, "CP-9");
-        assert_eq!(ev[0].receive_time, parse_rfc3339("2026-01-05T08:00:00Z").unwrap());
+        assert_eq!(
+            ev[0].receive_time,
+            parse_rfc3339("2026-01-05T08:00:00Z").unwrap()
+        );
         assert_eq!(
             ev[0].kind,
             EventKind::Rejected {
                 reason: DeadLetterReason::BadPayload
             }
         );
-        let (ev, dl, _) = decode(r#"{"timestamp":"2026-01-05T08:00:00Z","message":[2,"a","Heartbeat",{}]}"#);
+        let (ev, dl, _) =
+            decode(r#"{"timestamp":"2026-01-05T08:00:00Z","message":[2,"a","Heartbeat",{}]}"#);
         assert_eq!((ev.len(), dl.len()), (0, 1));
     }
 

@@ -19,7 +19,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
 use crate::metrics::{label, labels2, Metrics};
-use crate::model::{HealthComponent, AnomalyState, HealthLevel, Output};
+use crate::model::{AnomalyState, HealthComponent, HealthLevel, Output};
 use jsonl::JsonlWriter;
 use parquet::{
     ChargingPeriodsWriter, HealthWriter, OutagesWriter, RevenueWriter, SessionsWriter, UptimeWriter,
@@ -273,7 +273,12 @@ impl OutputSinks {
                         for (c, v) in HealthComponent::ALL.into_iter().zip(values) {
                             self.metrics
                                 .health_component
-                                .get_or_create(&labels2("site_id", &*h.site_id, "component", c.as_str()))
+                                .get_or_create(&labels2(
+                                    "site_id",
+                                    &*h.site_id,
+                                    "component",
+                                    c.as_str(),
+                                ))
                                 .set(v);
                         }
                     }

@@ -923,8 +923,9 @@ const FAULT_PAD: Millis = 30 * MINUTE;
 const UNDERUSED_SESSIONS: f64 = 16.0;
 const UNDERUSED_MIN: Millis = 6 * HOUR;
 const UNDERUSED_MAX: Millis = 20 * HOUR;
-/// Traffic before an `underused` fault begins, so the detectors have learned the demand:
-/// a day when the simulated range leaves room for the fault after it, else 4 hours.
+/// Traffic before an `underused` or `power_delivery_degraded` fault begins, so the
+/// detectors have learned the fleet: a day when the simulated range leaves room for the fault
+/// after it, else 4 hours.
 const UNDERUSED_WARMUP: Millis = DAY;
 const UNDERUSED_SHORT_WARMUP: Millis = 4 * HOUR;
 
@@ -1023,13 +1024,16 @@ fn place_faults(
             &mut own
         };
         let fixed = footprint(kind, 0, meter_ms);
+        // The learned detectors' faults come after the warm-up (a day when there is room).
+        let warmup = if end - start >= UNDERUSED_WARMUP + 12 * HOUR {
+            UNDERUSED_WARMUP
+        } else {
+            UNDERUSED_SHORT_WARMUP
+        };
         let (klo, khi) = if kind == AnomalyKind::Underused {
-            let warmup = if end - start >= UNDERUSED_WARMUP + 12 * HOUR {
-                UNDERUSED_WARMUP
-            } else {
-                UNDERUSED_SHORT_WARMUP
-            };
             (start + warmup, end - UNDERUSED_MIN - FAULT_PAD)
+        } else if kind == AnomalyKind::PowerDeliveryDegraded {
+            (start + warmup, end - fixed)
         } else {
             (lo, end - fixed)
         };

@@ -363,7 +363,10 @@ impl SampleDetectors {
         let conn = (connector_id > 0).then_some(connector_id);
         if let Some(verdict) = supply_check(cfg, nominal_voltage_v, s) {
             let open = book.is_open(AnomalyKind::PowerSupply, conn);
-            match self.supply.observe(verdict.bad(), at, cfg.confirm_samples, open) {
+            match self
+                .supply
+                .observe(verdict.bad(), at, cfg.confirm_samples, open)
+            {
                 Transition::Opened(since) => {
                     book.open(
                         subject,
@@ -376,7 +379,14 @@ impl SampleDetectors {
                     );
                 }
                 Transition::Cleared(since) => {
-                    book.resolve(subject, AnomalyKind::PowerSupply, conn, since, verdict.details(), out);
+                    book.resolve(
+                        subject,
+                        AnomalyKind::PowerSupply,
+                        conn,
+                        since,
+                        verdict.details(),
+                        out,
+                    );
                 }
                 Transition::None => {}
             }

@@ -17,14 +17,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::anomalies::{in_maintenance, AnomalyBook, SampleDetectors, Subject};
-use super::link::{ClockWatch, ErrorWatch, Verdict};
-use super::uptime::{
-    exclusion_windows, Down, DownCause, ExclusionReason, ExclusionWindow, PortUptime,
-    UptimeContext,
-};
 use super::health::{ChargerHealth, Conditions};
+use super::link::{ClockWatch, ErrorWatch, Verdict};
 use super::notifications::{notify, RecentUsers, OPERATOR, PUBLIC};
 use super::sessions::OpenSession;
+use super::uptime::{
+    exclusion_windows, Down, DownCause, ExclusionReason, ExclusionWindow, PortUptime, UptimeContext,
+};
 use super::{Reference, StageConfig, StationRef};
 use crate::config::MaintenanceWindow;
 use crate::model::{
@@ -186,7 +185,6 @@ fn connector(list: &mut Vec<ConnectorState>, id: u32) -> &mut ConnectorState {
     };
     &mut list[i]
 }
-
 
 /// The next timer of a charger.
 enum Timer {
@@ -432,7 +430,8 @@ impl ChargerStages {
             );
         }
         let previously_seen = st.last_seen;
-        if t - previously_seen > NOTABLE_SILENCE && !matches!(ev.kind, EventKind::CallResult { .. }) {
+        if t - previously_seen > NOTABLE_SILENCE && !matches!(ev.kind, EventKind::CallResult { .. })
+        {
             st.last_silence = Some((previously_seen, t));
         }
         // Everything but the backend's CALLRESULTs shows the charger is alive (a CALLERROR in
@@ -1040,7 +1039,17 @@ fn close_session(
     );
     let tx_id = s.transaction_id.as_ref().map(|t| t.to_string());
     if reason.as_ref() != SUPERSEDED {
-        session_outcome(st, cfg, c, s.start_time, end, energy_wh, reason, &tx_id, out);
+        session_outcome(
+            st,
+            cfg,
+            c,
+            s.start_time,
+            end,
+            energy_wh,
+            reason,
+            &tx_id,
+            out,
+        );
     }
     let (charging_ms, parking_ms) = periods
         .iter()
@@ -1123,8 +1132,7 @@ fn session_outcome(
         maintenance: &st.maintenance,
     };
     let cs = connector(&mut st.connectors, c);
-    let failed =
-        energy_wh < a.failed_session_wh || FAILURE_STOP_REASONS.contains(&reason.as_ref());
+    let failed = energy_wh < a.failed_session_wh || FAILURE_STOP_REASONS.contains(&reason.as_ref());
     if failed {
         // Failures far apart are bad luck, not a failing connector: a run starts again.
         if cs.failed_run == 0 || start - cs.failed_since > a.failed_sessions_within.0 {
@@ -1166,11 +1174,25 @@ fn session_outcome(
         let details = json!({"cause": "power_loss", "transaction_id": transaction_id, "power_back": format_rfc3339(to)});
         if st
             .book
-            .open(&subject, AnomalyKind::PowerSupply, Some(c), from, Severity::Critical, details.clone(), out)
+            .open(
+                &subject,
+                AnomalyKind::PowerSupply,
+                Some(c),
+                from,
+                Severity::Critical,
+                details.clone(),
+                out,
+            )
             .is_some()
         {
-            st.book
-                .resolve(&subject, AnomalyKind::PowerSupply, Some(c), to, details, out);
+            st.book.resolve(
+                &subject,
+                AnomalyKind::PowerSupply,
+                Some(c),
+                to,
+                details,
+                out,
+            );
         }
     }
 }
@@ -1228,7 +1250,14 @@ fn link_checks(
                 );
             }
             Verdict::Resolve { at, value } => {
-                st.book.resolve(&subject, AnomalyKind::ClockSkew, None, at, json!({"offset_s": value}), out);
+                st.book.resolve(
+                    &subject,
+                    AnomalyKind::ClockSkew,
+                    None,
+                    at,
+                    json!({"offset_s": value}),
+                    out,
+                );
             }
             Verdict::None => {}
         }
@@ -1255,7 +1284,14 @@ fn link_checks(
             );
         }
         Verdict::Resolve { at, .. } => {
-            st.book.resolve(&subject, AnomalyKind::MessageErrors, None, at, json!({}), out);
+            st.book.resolve(
+                &subject,
+                AnomalyKind::MessageErrors,
+                None,
+                at,
+                json!({}),
+                out,
+            );
         }
         Verdict::None => {}
     }
@@ -1451,7 +1487,6 @@ fn advance(
     }
     st.now = st.now.max(now);
 }
-
 
 /// Brings every port's uptime state up to date at `at`: down while the charger is offline
 /// or inoperative, or the connector Faulted, Unavailable or reporting a fault.

@@ -240,7 +240,7 @@ impl FleetDetectors {
     pub fn new(cfg: FleetDetectorConfig) -> Self {
         FleetDetectors {
             cfg,
-                    pending: BTreeMap::new(),
+            pending: BTreeMap::new(),
             arrivals: 0,
             now: Millis::MIN,
             starts: vec![0.0; 168],
@@ -401,7 +401,9 @@ impl FleetDetectors {
         let hours = dt as f64 / HOUR as f64;
         let ids: Vec<Arc<str>> = self.chargers.keys().cloned().collect();
         for id in ids {
-            let Some(c) = self.chargers.get(&id) else { continue };
+            let Some(c) = self.chargers.get(&id) else {
+                continue;
+            };
             let n = c.usable_ports();
             if n == 0 {
                 continue;
@@ -551,7 +553,11 @@ impl FleetDetectors {
                         json!({"cause": "session_started"}),
                         out,
                     );
-                    (hour_of_week(o.at, c.zone.unwrap_or(chrono_tz::UTC)), class, demand)
+                    (
+                        hour_of_week(o.at, c.zone.unwrap_or(chrono_tz::UTC)),
+                        class,
+                        demand,
+                    )
                 };
                 let (b, class, demand) = b;
                 self.classes.entry(class).or_default().sessions += demand;
@@ -657,7 +663,10 @@ impl FleetDetectors {
 pub fn hour_of_week(t: Millis, tz: chrono_tz::Tz) -> usize {
     let offset = match DateTime::from_timestamp_millis(t) {
         Some(dt) if tz != chrono_tz::UTC => {
-            tz.offset_from_utc_datetime(&dt.naive_utc()).fix().local_minus_utc() as i64 * 1000
+            tz.offset_from_utc_datetime(&dt.naive_utc())
+                .fix()
+                .local_minus_utc() as i64
+                * 1000
         }
         _ => 0,
     };
@@ -679,9 +688,10 @@ mod tests {
     const T0: Millis = 1_772_409_600_000;
 
     fn reference() -> Reference {
-        let cfg: DataflowConfig =
-            toml::from_str("[source]\nkind = \"file\"\npath = \"x\"\n[registry]\ndefault_time_zone = \"UTC\"")
-                .expect("config");
+        let cfg: DataflowConfig = toml::from_str(
+            "[source]\nkind = \"file\"\npath = \"x\"\n[registry]\ndefault_time_zone = \"UTC\"",
+        )
+        .expect("config");
         Reference::new(&cfg, &Registry::default(), vec![]).expect("reference")
     }
 
@@ -725,7 +735,13 @@ mod tests {
                 1..=4 => 1.0,
                 _ => 0.5,
             };
-            f.observe(obs(T0 + i * MIN, &format!("CP-{}", i % 30), "S", 1, delivery(ratio)));
+            f.observe(obs(
+                T0 + i * MIN,
+                &format!("CP-{}", i % 30),
+                "S",
+                1,
+                delivery(ratio),
+            ));
         }
         // Three 3.7 kW cars in a row on one connector: not degraded.
         for k in 0..3 {
@@ -733,7 +749,13 @@ mod tests {
         }
         // A connector that gives every car a tenth of its rating.
         for k in 0..3 {
-            f.observe(obs(T0 + (500 + k * 60) * MIN, "CP-B", "S", 2, delivery(0.1)));
+            f.observe(obs(
+                T0 + (500 + k * 60) * MIN,
+                "CP-B",
+                "S",
+                2,
+                delivery(0.1),
+            ));
         }
         f.observe(obs(T0 + 800 * MIN, "CP-B", "S", 2, delivery(0.5)));
         f.finish(T0 + 900 * MIN, &r, &mut out);
@@ -771,7 +793,13 @@ mod tests {
                 if day_time && (k + c) % 4 == 0 && !(c == 0 && t >= silent_from) {
                     f.observe(obs(t + c * MIN, &cp, "S", 1, Observed::SessionStarted));
                     f.observe(obs(t + c * MIN, &cp, "S", 1, Observed::Usable(false)));
-                    f.observe(obs(t + c * MIN + 40 * MIN, &cp, "S", 1, Observed::Usable(true)));
+                    f.observe(obs(
+                        t + c * MIN + 40 * MIN,
+                        &cp,
+                        "S",
+                        1,
+                        Observed::Usable(true),
+                    ));
                 }
             }
             f.advance(t, &r, &mut out);
@@ -792,13 +820,25 @@ mod tests {
             .filter(|a| a.kind == AnomalyKind::Underused)
             .collect();
         assert!(!underused.is_empty(), "no underused anomaly");
-        assert!(underused.iter().all(|a| &*a.charge_point_id == "CP-0"), "{underused:#?}");
+        assert!(
+            underused.iter().all(|a| &*a.charge_point_id == "CP-0"),
+            "{underused:#?}"
+        );
         let opened = underused[0].event_time;
         // Its last session started just before noon; about 7 sessions' worth later.
         // A small site teaches the fleet little: its level carries the prior's shape. Its
         // last session was just before noon; the night counts for little.
-        assert!(opened > silent && opened < silent + 24 * HOUR, "{}", format_rfc3339(opened));
-        assert!(underused[0].details["expected_sessions"].as_f64().unwrap_or(0.0) >= 7.0);
+        assert!(
+            opened > silent && opened < silent + 24 * HOUR,
+            "{}",
+            format_rfc3339(opened)
+        );
+        assert!(
+            underused[0].details["expected_sessions"]
+                .as_f64()
+                .unwrap_or(0.0)
+                >= 7.0
+        );
     }
 
     #[test]

@@ -56,7 +56,13 @@ impl ClockWatch {
 
     /// One event with a charger timestamp (`offset_ms` = timestamp − receive time), received
     /// at `at`. A frame received before one already judged is skipped.
-    pub fn observe(&mut self, cfg: &AnomalyConfig, seq: u64, at: Millis, offset_ms: i64) -> Verdict {
+    pub fn observe(
+        &mut self,
+        cfg: &AnomalyConfig,
+        seq: u64,
+        at: Millis,
+        offset_ms: i64,
+    ) -> Verdict {
         if at < self.received {
             return Verdict::None;
         }

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::config::{
-    UptimeExclusion,
     AnomalyConfig, ConfigError, DataflowConfig, MaintenanceWindow, NotificationConfig, Registry,
+    UptimeExclusion,
 };
 use crate::model::Millis;
 use crate::tariff::ocpi::{self, Tz};
@@ -173,10 +173,11 @@ impl Reference {
         };
         let mut stations = FxHashMap::default();
         for s in &registry.stations {
-            let (site_tariff, tz, site_v) = sites
-                .get(s.site_id.as_str())
-                .cloned()
-                .unwrap_or((None, default_zone, nominal_v));
+            let (site_tariff, tz, site_v) =
+                sites
+                    .get(s.site_id.as_str())
+                    .cloned()
+                    .unwrap_or((None, default_zone, nominal_v));
             let tariff = lookup(s.tariff_id.as_ref())
                 .or(site_tariff)
                 .unwrap_or_else(|| default_tariff.clone());
