@@ -54,6 +54,31 @@ fn check_line(d: &mut Decoder, seq: u64, line: &[u8]) -> Result<(), TestCaseErro
     let dead_counted: u64 = st.dead_by_reason.values().sum();
     let text = String::from_utf8_lossy(line);
     prop_assert_eq!(st.lines, 1);
+    // A dead line whose charger is known also yields one `Rejected` event (for
+    // message_errors) with the dead letter's reason; it is not a decoded event.
+    let rejected: Vec<&Event> = ev
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Rejected { .. }))
+        .collect();
+    prop_assert!(rejected.len() <= 1, "{}", text);
+    for r in &rejected {
+        prop_assert_eq!(
+            dead.len(),
+            1,
+            "a Rejected event without its dead letter: {}",
+            text
+        );
+        prop_assert_eq!(
+            &r.kind,
+            &EventKind::Rejected {
+                reason: dead[0].reason
+            }
+        );
+    }
+    let ev: Vec<Event> = ev
+        .into_iter()
+        .filter(|e| !matches!(e.kind, EventKind::Rejected { .. }))
+        .collect();
     prop_assert_eq!(decoded, ev.len() as u64, "events vs stats: {}", text);
     prop_assert_eq!(
         dead_counted,
