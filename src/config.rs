@@ -935,6 +935,18 @@ impl DataflowConfig {
                 ));
             }
         }
+        for e in &self.uptime.exclusions {
+            if e.end.0 <= e.start.0 {
+                return Err(ConfigError::Invalid(
+                    "an uptime exclusion ends before it starts".into(),
+                ));
+            }
+            if e.charge_point_id.is_none() && e.site_id.is_none() {
+                return Err(ConfigError::Invalid(
+                    "an uptime exclusion needs charge_point_id or site_id".into(),
+                ));
+            }
+        }
         Ok(())
     }
 }

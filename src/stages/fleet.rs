@@ -9,33 +9,34 @@
 //! depend on how the input was batched. Pure: no I/O, no timely.
 //!
 //! **`power_delivery_degraded`.** Each session reports the best power among its first
-//! `delivery_samples` charging samples as a share of the charger's rated power, with the
-//! state-of-charge band it was seen in (a DC car above 80 % tapers by design). Per (charger
-//! model, SoC band) the fleet keeps a decayed histogram of those shares, seeded with
-//! `prior_weight` sessions at `prior_delivery_ratio`. A session is *weak* when its share is
-//! below both `weak_fraction` × the model's median and the model's `weak_quantile` quantile:
-//! a car that only takes 3.7 kW on a 22 kW charger is normal for the fleet (it happens to a
-//! few percent of sessions), a connector that gives every car a tenth of its rating is not.
-//! `degraded_sessions` weak sessions in a row on a connector open the anomaly (stamped at the
-//! judgement of the last one); a session that is not weak resolves it. Detection delay: the
-//! third degraded session's `delivery_samples`-th charging sample.
+//! `delivery_samples` charging samples, with the state-of-charge band it was seen in (a DC car
+//! above 80 % tapers by design). Per (charger model, SoC band) the fleet keeps a decayed
+//! histogram of those powers (log-spaced bins, watts), judged once it holds
+//! `min_model_sessions`. A session is *weak* when its power is below both `weak_fraction` ×
+//! the model's median and the model's `weak_quantile` quantile: a car that only takes 3.7 kW
+//! on a 22 kW charger is normal for the fleet (it happens to a few percent of sessions), a
+//! connector that gives every car a tenth of its rating is not. `degraded_sessions` weak
+//! sessions in a row on a connector open the anomaly (stamped at the judgement of the last
+//! one); a session that is not weak resolves it. A run's weak sessions teach the model only
+//! once the run breaks.
 //!
 //! **`underused`.** The demand model is a Poisson rate per usable connector-hour for each of
 //! the 168 hours of the local week, learned from the fleet's session starts and usable hours,
 //! shrunk towards the same hour of the day pooled over all days (learned within a day), and
 //! that towards `prior_sessions_per_day` shaped by `prior_hourly_profile` (each worth
-//! [`PRIOR_HOURS`] connector-hours). Each charger has a level (how busy
-//! it is relative to the fleet) learned from its own sessions and shrunk towards its site's
-//! level, and the site's towards 1 ([`PRIOR_SESSIONS`] pseudo-sessions each): a new charger
-//! starts from its site peers. While a charger has a usable connector (Available, online,
-//! operative, no session) and no session starts, the expected number of sessions it has
-//! missed — level × fleet rate × usable connector-time — grows; at `underused_min_expected`
-//! (P(no session | healthy) = e^−x) it opens, provided its site peers started at least
+//! [`PRIOR_HOURS`] connector-hours). A charger's level (how busy it is relative to that rate)
+//! is a Gamma posterior: its own visits over its own expected sessions, with
+//! [`PRIOR_SESSIONS`] pseudo-sessions at its class's level (rated power) × its site's effect.
+//! While a charger has a usable connector (Available, online, operative, no session) and no
+//! session starts, −ln of the predictive probability of no session so far grows; at
+//! `underused_min_expected` nats it opens, provided its site peers started at least
 //! `underused_min_peer_sessions` sessions meanwhile (peers idle too: the site is quiet, not
 //! this charger) and the charger is not in scheduled maintenance. Its next session, or
-//! losing every usable connector, resolves it. All counts decay with `baseline_half_life`.
-//! Warm-up: the priors give sensible thresholds from the first hour; after a day the levels
-//! are mostly the charger's own.
+//! losing every usable connector, resolves it. A start within [`RETRY_WITHIN`] of the last on
+//! the same connector is a retry, not demand; a silent spell counts towards the charger's own
+//! level only once it ends normally. All counts decay with `baseline_half_life`.
+//! Warm-up: the priors and the class give thresholds from the first hour; after a day the
+//! levels are mostly the chargers' own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -189,6 +190,8 @@ struct Charger {
     /// only when the gap ends normally (a session without an `underused` before it), so a
     /// silent charger's silence does not teach it that silence is its normal.
     gap_exposure: f64,
+    /// Usable time is accumulated up to here.
+    accumulated_to: Millis,
     book: AnomalyBook,
 }
 
@@ -312,17 +315,22 @@ impl FleetDetectors {
             self.now = to;
             return;
         }
-        while self.now < to {
-            let step_end = (self.now - self.now.rem_euclid(STEP) + STEP).min(to);
-            let dt = step_end - self.now;
-            self.accumulate(self.now, dt);
+        // Every charger is brought up to each step's end (in between, only a charger with an
+        // observation is, up to it): the cost is per step, not per observation.
+        loop {
+            let step_end = self.now - self.now.rem_euclid(STEP) + STEP;
+            if step_end > to {
+                break;
+            }
+            let ids: Vec<Arc<str>> = self.chargers.keys().cloned().collect();
+            for id in &ids {
+                self.accumulate(id, step_end);
+            }
             if step_end.rem_euclid(HOUR) == 0 {
                 self.decay_hourly();
             }
             self.now = step_end;
-            if step_end.rem_euclid(STEP) == 0 {
-                self.check_underused(step_end, reference, out);
-            }
+            self.check_underused(step_end, reference, out);
         }
     }
 
@@ -396,17 +404,26 @@ impl FleetDetectors {
         )
     }
 
-    /// Usable connector-time in `[from, from + dt)` (within one step, so one hour of week).
-    fn accumulate(&mut self, from: Millis, dt: Millis) {
-        let hours = dt as f64 / HOUR as f64;
-        let ids: Vec<Arc<str>> = self.chargers.keys().cloned().collect();
-        for id in ids {
-            let Some(c) = self.chargers.get(&id) else {
-                continue;
+    /// Brings one charger's usable connector-time up to `to` (never across a step's end, so
+    /// within one hour of the week).
+    fn accumulate(&mut self, id: &Arc<str>, to: Millis) {
+        {
+            let from = {
+                let Some(c) = self.chargers.get_mut(id) else {
+                    return;
+                };
+                if c.accumulated_to >= to {
+                    return;
+                }
+                std::mem::replace(&mut c.accumulated_to, to)
             };
+            let Some(c) = self.chargers.get(id) else {
+                return;
+            };
+            let hours = (to - from) as f64 / HOUR as f64;
             let n = c.usable_ports();
             if n == 0 {
-                continue;
+                return;
             }
             let b = hour_of_week(from, c.zone.unwrap_or(chrono_tz::UTC));
             let rate = self.rate(b);
@@ -417,7 +434,7 @@ impl FleetDetectors {
             let expected = rate * n as f64 * hours;
             self.hours[b] += n as f64 * hours;
             self.day_hours[b % 24] += n as f64 * hours;
-            if let Some(c) = self.chargers.get_mut(&id) {
+            if let Some(c) = self.chargers.get_mut(id) {
                 c.gap_exposure += expected;
                 c.gap_expected += level * expected;
                 // The predictive probability of no session (negative binomial): a charger
@@ -487,6 +504,7 @@ impl FleetDetectors {
                 gap_surprise: 0.0,
                 site_starts_at_gap: sites.get(&o.site_id).map_or(0, |s| s.starts),
                 gap_exposure: 0.0,
+                accumulated_to: o.at,
                 book: AnomalyBook::default(),
             });
         if c.zone.is_none() {
@@ -496,6 +514,7 @@ impl FleetDetectors {
     }
 
     fn apply(&mut self, o: FleetObservation, reference: &Reference, out: &mut Vec<Output>) {
+        self.accumulate(&o.charge_point_id, o.at);
         let maintenance = reference.maintenance_for(&o.charge_point_id, &o.site_id);
         let subject = Subject {
             charge_point_id: &o.charge_point_id,

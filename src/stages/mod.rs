@@ -296,10 +296,7 @@ impl Reference {
     pub fn exclusions_for(&self, charge_point_id: &str, site_id: &str) -> Vec<UptimeExclusion> {
         self.exclusions
             .iter()
-            .filter(|m| {
-                m.charge_point_id.as_deref() == Some(charge_point_id)
-                    || (m.charge_point_id.is_none() && m.site_id.as_deref() == Some(site_id))
-            })
+            .filter(|m| applies(&m.charge_point_id, &m.site_id, charge_point_id, site_id))
             .cloned()
             .collect()
     }
@@ -308,13 +305,16 @@ impl Reference {
     pub fn maintenance_for(&self, charge_point_id: &str, site_id: &str) -> Vec<MaintenanceWindow> {
         self.maintenance
             .iter()
-            .filter(|m| {
-                m.charge_point_id.as_deref() == Some(charge_point_id)
-                    || (m.charge_point_id.is_none() && m.site_id.as_deref() == Some(site_id))
-            })
+            .filter(|m| applies(&m.charge_point_id, &m.site_id, charge_point_id, site_id))
             .cloned()
             .collect()
     }
+}
+
+/// Whether a window for a charger (if named) or else a whole site applies to this charger.
+fn applies(window_cp: &Option<String>, window_site: &Option<String>, cp: &str, site: &str) -> bool {
+    window_cp.as_deref() == Some(cp)
+        || (window_cp.is_none() && window_site.as_deref() == Some(site))
 }
 
 /// The stage parameters, from the dataflow configuration.
