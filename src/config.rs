@@ -923,28 +923,37 @@ impl DataflowConfig {
                 ));
             }
         }
-        for m in &self.maintenance {
-            if m.end.0 <= m.start.0 {
-                return Err(ConfigError::Invalid(
-                    "a maintenance window ends before it starts".into(),
-                ));
+        let windows = self
+            .maintenance
+            .iter()
+            .map(|m| {
+                (
+                    "a maintenance window",
+                    &m.charge_point_id,
+                    &m.site_id,
+                    m.start,
+                    m.end,
+                )
+            })
+            .chain(self.uptime.exclusions.iter().map(|e| {
+                (
+                    "an uptime exclusion",
+                    &e.charge_point_id,
+                    &e.site_id,
+                    e.start,
+                    e.end,
+                )
+            }));
+        for (what, cp, site, start, end) in windows {
+            if end.0 <= start.0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{what} ends before it starts"
+                )));
             }
-            if m.charge_point_id.is_none() && m.site_id.is_none() {
-                return Err(ConfigError::Invalid(
-                    "a maintenance window needs charge_point_id or site_id".into(),
-                ));
-            }
-        }
-        for e in &self.uptime.exclusions {
-            if e.end.0 <= e.start.0 {
-                return Err(ConfigError::Invalid(
-                    "an uptime exclusion ends before it starts".into(),
-                ));
-            }
-            if e.charge_point_id.is_none() && e.site_id.is_none() {
-                return Err(ConfigError::Invalid(
-                    "an uptime exclusion needs charge_point_id or site_id".into(),
-                ));
+            if cp.is_none() && site.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "{what} needs charge_point_id or site_id"
+                )));
             }
         }
         Ok(())
@@ -1169,6 +1178,27 @@ mod tests {
         let cfg: DataflowConfig =
             toml::from_str("strict = true\n[source]\nkind = \"file\"\npath = \"x\"\n").unwrap();
         assert!(cfg.strict);
+    }
+
+    #[test]
+    fn maintenance_windows_and_uptime_exclusions_are_checked_alike() {
+        let check = |extra: &str| {
+            let mut cfg: DataflowConfig =
+                toml::from_str(&format!("[source]\nkind = \"file\"\npath = \"x\"\n{extra}"))
+                    .unwrap();
+            cfg.validate().err().map(|e| e.to_string())
+        };
+        let window = |table: &str, who: &str, start: &str, end: &str| {
+            format!("[[{table}]]\n{who}start = \"{start}\"\nend = \"{end}\"\nreason = \"r\"\n")
+        };
+        let (a, b) = ("2026-03-02T10:00:00Z", "2026-03-02T11:00:00Z");
+        for table in ["maintenance", "uptime.exclusions"] {
+            assert_eq!(check(&window(table, "site_id = \"S\"\n", a, b)), None);
+            let backwards = check(&window(table, "site_id = \"S\"\n", b, a));
+            assert!(backwards.is_some_and(|e| e.contains("ends before it starts")));
+            let nobody = check(&window(table, "", a, b));
+            assert!(nobody.is_some_and(|e| e.contains("needs charge_point_id or site_id")));
+        }
     }
 
     #[test]

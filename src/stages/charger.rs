@@ -419,7 +419,18 @@ impl ChargerStages {
             maintenance: &st.maintenance,
         };
 
-        if st.book.is_open(AnomalyKind::CommunicationLost, None) {
+        // Only these can change whether a port is usable or down: the per-port views below
+        // need not be recomputed for every sample and heartbeat.
+        let reconnected = st.book.is_open(AnomalyKind::CommunicationLost, None);
+        let ports_may_change = reconnected
+            || matches!(
+                ev.kind,
+                EventKind::Status { .. }
+                    | EventKind::Fault { .. }
+                    | EventKind::TransactionStart { .. }
+                    | EventKind::TransactionStop { .. }
+            );
+        if reconnected {
             st.book.resolve(
                 &subject,
                 AnomalyKind::CommunicationLost,
@@ -891,8 +902,10 @@ impl ChargerStages {
                 }
             }
         }
-        report_usable(st, t, out);
-        update_uptime(st, cfg, t, out);
+        if ports_may_change {
+            report_usable(st, t, out);
+            update_uptime(st, cfg, t, out);
+        }
         st.now = st.now.max(t);
     }
 
