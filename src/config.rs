@@ -369,7 +369,7 @@ impl Default for MetricsConfig {
 }
 
 /// Reference data: which site and tariff each charger has, which payment method each token.
-#[derive(Clone, Debug, Deserialize, Default)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// A registry JSON file (see `schemas/registry.schema.json`).
@@ -382,6 +382,13 @@ pub struct RegistryConfig {
     /// Time zone of sites that name none.
     #[serde(default = "defaults::default_time_zone")]
     pub default_time_zone: String,
+}
+
+// Not derived: a dataflow without `[registry]` gets the same defaults as an empty one.
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults are valid")
+    }
 }
 
 /// The station and token registry (`schemas/registry.schema.json`).
@@ -721,6 +728,165 @@ pub struct NotificationConfig {
     /// How far back "recent users" of a charger go (for `maintenance_upcoming`).
     #[serde(default = "defaults::recent_users")]
     pub recent_users_within: Duration,
+    /// Driver watches (`schemas/watch-event.schema.json`): a JSONL file, or a Kafka topic
+    /// `kafka://host:port/topic` (read live, or to its end first with `?stop=end`).
+    #[serde(default)]
+    pub watches: Option<PathBuf>,
+    /// Also send `station_available` to the public availability feed (recipient `public`).
+    #[serde(default)]
+    pub public_feed: bool,
+    /// A driver gets the same kind about the same connector at most once per this interval
+    /// (hysteresis: a flapping station does not spam).
+    #[serde(default = "defaults::repeat_min_interval")]
+    pub repeat_min_interval: Duration,
+    /// At most this many notifications per driver in any hour; beyond, they are suppressed
+    /// and counted (`evflow_notifications_suppressed_total`).
+    #[serde(default = "defaults::driver_max_per_hour")]
+    pub driver_max_per_hour: u32,
+    /// Quiet hours per audience. Only drivers have them: operator alerts are never held.
+    #[serde(default)]
+    pub quiet_hours: QuietHoursConfig,
+    /// Where notifications go besides `notifications.jsonl`: JSONL files, Kafka topics,
+    /// webhooks, Alertmanager, chosen per kind and audience.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHoursConfig {
+    pub driver: Option<QuietHours>,
+    /// Rejected by validation: operator alerts are never held.
+    pub operator: Option<toml::Value>,
+}
+
+/// A daily quiet period in the site's local time (`registry` site time zone): driver
+/// notifications of `kinds` that fall in it are held until it ends.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    /// `HH:MM`, local time.
+    pub start: String,
+    /// `HH:MM`, local time; before `start` means the period crosses midnight.
+    pub end: String,
+    /// The kinds held. Default: the station-related kinds; `charging_almost_complete` is
+    /// about the driver's own session in progress and goes out at once unless listed.
+    #[serde(default = "defaults::quiet_kinds")]
+    pub kinds: Vec<crate::model::NotificationKind>,
+}
+
+impl QuietHours {
+    /// (start, end) in minutes after local midnight.
+    pub fn minutes(&self) -> Result<(u32, u32), String> {
+        fn hm(s: &str) -> Result<u32, String> {
+            let (h, m) = s
+                .split_once(':')
+                .ok_or_else(|| format!("{s:?} is not HH:MM"))?;
+            let (h, m): (u32, u32) = (
+                h.parse().map_err(|_| format!("{s:?} is not HH:MM"))?,
+                m.parse().map_err(|_| format!("{s:?} is not HH:MM"))?,
+            );
+            if h > 23 || m > 59 {
+                return Err(format!("{s:?} is not a time of day"));
+            }
+            Ok(h * 60 + m)
+        }
+        Ok((hm(&self.start)?, hm(&self.end)?))
+    }
+}
+
+/// One delivery route: which notifications (kinds, audience) go to which sink. Exactly one
+/// of `jsonl`, `kafka`, `webhook`, `alertmanager`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Names the route in metrics, logs and its files (`[a-z0-9_-]+`).
+    pub name: String,
+    /// The kinds routed; empty or absent: all.
+    #[serde(default)]
+    pub kinds: Vec<crate::model::NotificationKind>,
+    /// Only this audience; absent: both.
+    #[serde(default)]
+    pub audience: Option<crate::model::Audience>,
+    /// A JSONL file (relative paths are under `output.dir`).
+    #[serde(default)]
+    pub jsonl: Option<PathBuf>,
+    /// A Kafka topic on `output.kafka`'s brokers.
+    #[serde(default)]
+    pub kafka: Option<String>,
+    /// An HTTP webhook (`sinks::webhook::WebhookConfig`).
+    #[serde(default)]
+    pub webhook: Option<toml::Table>, // TODO(lead): sinks::webhook::WebhookConfig
+    /// Alertmanager's v2 API (`sinks::alertmanager::AlertmanagerConfig`): receives the
+    /// routed `station_out_of_order` notifications and, with `anomalies`, the anomalies.
+    #[serde(default)]
+    pub alertmanager: Option<toml::Table>, // TODO(lead): sinks::alertmanager::AlertmanagerConfig
+    /// Alertmanager routes: also send every anomaly as an alert (default true).
+    #[serde(default = "defaults::yes")]
+    pub anomalies: bool,
+}
+
+impl RouteConfig {
+    pub fn wants(&self, n: &crate::model::NotificationRecord) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&n.kind))
+            && self.audience.is_none_or(|a| a == n.audience)
+    }
+}
+
+impl NotificationConfig {
+    fn validate(&self, have_kafka: bool) -> Result<(), String> {
+        if self.quiet_hours.operator.is_some() {
+            return Err(
+                "notifications.quiet_hours.operator: operator alerts are never held".into(),
+            );
+        }
+        if let Some(q) = &self.quiet_hours.driver {
+            let (start, end) = q
+                .minutes()
+                .map_err(|e| format!("notifications.quiet_hours.driver: {e}"))?;
+            if start == end {
+                return Err("notifications.quiet_hours.driver: start equals end".into());
+            }
+        }
+        if self.driver_max_per_hour == 0 {
+            return Err("notifications.driver_max_per_hour must be ≥ 1".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for r in &self.routes {
+            let ok_name = !r.name.is_empty()
+                && r.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !ok_name {
+                return Err(format!(
+                    "notifications.routes: name {:?} must be [a-z0-9_-]+",
+                    r.name
+                ));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(format!("notifications.routes: {:?} twice", r.name));
+            }
+            let sinks = [
+                r.jsonl.is_some(),
+                r.kafka.is_some(),
+                r.webhook.is_some(),
+                r.alertmanager.is_some(),
+            ];
+            if sinks.iter().filter(|s| **s).count() != 1 {
+                return Err(format!(
+                    "notifications.routes {:?}: set exactly one of jsonl, kafka, webhook, alertmanager",
+                    r.name
+                ));
+            }
+            if r.kafka.is_some() && !have_kafka {
+                return Err(format!(
+                    "notifications.routes {:?}: a kafka route needs [output.kafka] (its brokers)",
+                    r.name
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for NotificationConfig {
@@ -944,6 +1110,9 @@ impl DataflowConfig {
                     e.end,
                 )
             }));
+        self.notifications
+            .validate(self.output.kafka.is_some())
+            .map_err(ConfigError::Invalid)?;
         for (what, cp, site, start, end) in windows {
             if end.0 <= start.0 {
                 return Err(ConfigError::Invalid(format!(
@@ -1128,6 +1297,16 @@ mod defaults {
     }
     pub fn recent_users() -> Duration {
         Duration(7 * 86_400_000)
+    }
+    pub fn repeat_min_interval() -> Duration {
+        Duration(15 * 60_000)
+    }
+    pub fn driver_max_per_hour() -> u32 {
+        6
+    }
+    pub fn quiet_kinds() -> Vec<crate::model::NotificationKind> {
+        use crate::model::NotificationKind::*;
+        vec![StationAvailable, StationOutOfOrder, MaintenanceUpcoming]
     }
     pub fn revenue_window() -> Duration {
         Duration(3_600_000)

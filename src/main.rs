@@ -66,6 +66,9 @@ enum Command {
         /// The fleet's station and token registry (JSON), for `registry.path` in a dataflow.
         #[arg(long)]
         registry: Option<PathBuf>,
+        /// The fleet's drivers' watches (JSONL), for `notifications.watches` in a dataflow.
+        #[arg(long)]
+        watches: Option<PathBuf>,
         /// Simulate without injected faults.
         #[arg(long)]
         no_faults: bool,
@@ -196,6 +199,7 @@ fn main() -> Result<()> {
             out,
             labels,
             registry,
+            watches,
             no_faults,
             fault_rate,
         } => {
@@ -227,6 +231,11 @@ fn main() -> Result<()> {
             }
             if let Some(path) = registry {
                 std::fs::write(&path, serde_json::to_vec_pretty(&fleet.registry())?)?;
+            }
+            if let Some(path) = watches {
+                let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+                fleet.write_watches(&mut f)?;
+                f.flush()?;
             }
             println!(
                 "wrote {n} lines for {chargers} chargers over {hours} h to {}",

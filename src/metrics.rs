@@ -68,6 +68,7 @@ pub struct Metrics {
     pub anomalies_open: Family<Labels, Gauge>,
     pub anomalies: Family<Labels, Counter>,
     pub notifications: Family<Labels, Counter>,
+    pub notifications_suppressed: Family<Labels, Counter>,
     pub sessions: Family<Labels, Counter>,
     pub energy_wh: Family<Labels, FloatCounter>,
     pub revenue_excl_vat: Family<Labels, FloatCounter>,
@@ -79,6 +80,12 @@ pub struct Metrics {
     pub kafka_committed_offset: Family<Labels, Gauge>,
     pub leakage: Family<Labels, Counter>,
     pub leakage_open: Family<Labels, Gauge>,
+    // delivery (sinks::webhook, sinks::alertmanager); labels sink, route
+    pub delivery_attempts: Family<Labels, Counter>,
+    pub delivered: Family<Labels, Counter>,
+    pub delivery_dead_letters: Family<Labels, Counter>,
+    pub delivery_backlog: Family<Labels, Gauge>,
+    pub alerts_firing: Family<Labels, Gauge>,
     // commits (dataflow::commit)
     pub commits: Counter,
     pub commits_postponed: Counter,
@@ -181,6 +188,11 @@ impl Metrics {
             m.notifications.clone(),
         );
         r.register(
+            "notifications_suppressed",
+            "Driver notifications not sent, by kind and reason (repeat: hysteresis; rate_limit; superseded: replaced while held for quiet hours)",
+            m.notifications_suppressed.clone(),
+        );
+        r.register(
             "sessions",
             "Finished sessions, by site and payment method",
             m.sessions.clone(),
@@ -225,6 +237,31 @@ impl Metrics {
             "revenue_leakage_open",
             "Revenue leakage records open now, by kind",
             m.leakage_open.clone(),
+        );
+        r.register(
+            "delivery_attempts",
+            "Webhook and Alertmanager sinks: HTTP requests made, by sink, route and outcome (ok, failed)",
+            AlwaysDescribed(m.delivery_attempts.clone()),
+        );
+        r.register(
+            "delivered",
+            "Webhook and Alertmanager sinks: records delivered (acknowledged with 2xx), by sink and route",
+            AlwaysDescribed(m.delivered.clone()),
+        );
+        r.register(
+            "delivery_dead_letters",
+            "Webhook sinks: notifications given up after the configured attempts (written to the route's dead letter), by sink and route",
+            AlwaysDescribed(m.delivery_dead_letters.clone()),
+        );
+        r.register(
+            "delivery_backlog",
+            "Webhook and Alertmanager sinks: records waiting for delivery, by sink and route",
+            AlwaysDescribed(m.delivery_backlog.clone()),
+        );
+        r.register(
+            "alerts_firing",
+            "Alertmanager sinks: alerts currently firing (sent with no end), by route",
+            AlwaysDescribed(m.alerts_firing.clone()),
         );
         r.register(
             "commits",
@@ -322,6 +359,7 @@ impl Metrics {
             anomalies_open: m.anomalies_open,
             anomalies: m.anomalies,
             notifications: m.notifications,
+            notifications_suppressed: m.notifications_suppressed,
             sessions: m.sessions,
             energy_wh: m.energy_wh,
             revenue_excl_vat: m.revenue_excl_vat,
@@ -332,6 +370,11 @@ impl Metrics {
             kafka_committed_offset: m.kafka_committed_offset,
             leakage: m.leakage,
             leakage_open: m.leakage_open,
+            delivery_attempts: m.delivery_attempts,
+            delivered: m.delivered,
+            delivery_dead_letters: m.delivery_dead_letters,
+            delivery_backlog: m.delivery_backlog,
+            alerts_firing: m.alerts_firing,
             commits: m.commits,
             commits_postponed: m.commits_postponed,
             commit_duration: m.commit_duration,
@@ -413,6 +456,7 @@ struct MetricsBuilder {
     anomalies_open: Family<Labels, Gauge>,
     anomalies: Family<Labels, Counter>,
     notifications: Family<Labels, Counter>,
+    notifications_suppressed: Family<Labels, Counter>,
     sessions: Family<Labels, Counter>,
     energy_wh: Family<Labels, FloatCounter>,
     revenue_excl_vat: Family<Labels, FloatCounter>,
@@ -423,6 +467,11 @@ struct MetricsBuilder {
     kafka_committed_offset: Family<Labels, Gauge>,
     leakage: Family<Labels, Counter>,
     leakage_open: Family<Labels, Gauge>,
+    delivery_attempts: Family<Labels, Counter>,
+    delivered: Family<Labels, Counter>,
+    delivery_dead_letters: Family<Labels, Counter>,
+    delivery_backlog: Family<Labels, Gauge>,
+    alerts_firing: Family<Labels, Gauge>,
     commits: Counter,
     commits_postponed: Counter,
     commit_duration: Histogram,
@@ -452,6 +501,7 @@ impl Default for MetricsBuilder {
             anomalies_open: Default::default(),
             anomalies: Default::default(),
             notifications: Default::default(),
+            notifications_suppressed: Default::default(),
             sessions: Default::default(),
             energy_wh: Default::default(),
             revenue_excl_vat: Default::default(),
@@ -462,6 +512,11 @@ impl Default for MetricsBuilder {
             kafka_committed_offset: Default::default(),
             leakage: Default::default(),
             leakage_open: Default::default(),
+            delivery_attempts: Default::default(),
+            delivered: Default::default(),
+            delivery_dead_letters: Default::default(),
+            delivery_backlog: Default::default(),
+            alerts_firing: Default::default(),
             commits: Default::default(),
             commits_postponed: Default::default(),
             // 1 ms to ~16 s.

@@ -631,6 +631,72 @@ pub struct NotificationRecord {
     pub event_time: Millis,
     /// What the message needs: e.g. soc_pct, eta_minutes, window start/end, error code.
     pub facts: serde_json::Value,
+    /// Held for the recipient's quiet hours: deliver at (not before) this time. `None`:
+    /// deliver now.
+    #[serde(default, with = "crate::time::rfc3339_opt")]
+    pub held_until: Option<Millis>,
+}
+
+/// Something happened that someone should hear about: emitted by the charger stage, turned
+/// into [`NotificationRecord`]s for its recipients by `stages::notifications` on worker 0,
+/// which knows the driver watches, rate limits and quiet hours.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotificationTrigger {
+    pub kind: NotificationKind,
+    pub charge_point_id: ChargePointId,
+    pub site_id: Arc<str>,
+    pub connector_id: Option<u32>,
+    pub event_time: Millis,
+    pub facts: serde_json::Value,
+    /// The driver of the session concerned (charging_almost_complete, or a station going out
+    /// of order under a session in progress).
+    pub driver: Option<Arc<str>>,
+    /// Drivers who used the charger recently (maintenance_upcoming), sorted.
+    pub recent_users: Vec<Arc<str>>,
+}
+
+/// A connector (or, `connector_id: None`, the whole charger) that went out of order is back
+/// in order: what resolves a `StationOutOfOrder` alert.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackInOrder {
+    pub charge_point_id: ChargePointId,
+    pub site_id: Arc<str>,
+    pub connector_id: Option<u32>,
+    pub event_time: Millis,
+}
+
+/// A driver starts or stops watching a charger or a site (`schemas/watch-event.schema.json`):
+/// watchers receive `station_available`, `station_out_of_order` and `maintenance_upcoming`
+/// for what they watch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// The driver's token as the notification service knows it (an OCPP id tag or an app
+    /// user id); it becomes the notifications' `recipient`.
+    pub driver: Arc<str>,
+    pub action: WatchAction,
+    pub target: WatchTarget,
+    /// The kinds wanted; empty means every kind a watcher can get.
+    pub kinds: Vec<NotificationKind>,
+    /// When the driver (un)watched: applied in event-time order with the charger traffic.
+    #[serde(with = "crate::time::rfc3339")]
+    pub timestamp: Millis,
+    /// A watch ends by itself at this time (e.g. "tell me within the next hour").
+    #[serde(default, with = "crate::time::rfc3339_opt")]
+    pub expires: Option<Millis>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchAction {
+    Watch,
+    Unwatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchTarget {
+    ChargePoint(Arc<str>),
+    Site(Arc<str>),
 }
 
 /// A payment provider's event about a charging session (`schemas/payment-event.schema.json`):
@@ -748,10 +814,13 @@ pub enum DeadLetterReason {
     /// A line of the payment events (`revenue.payments`) that is not a payment event
     /// (`seq` is its line number in that file).
     BadPaymentEvent,
+    /// A line of the driver watches (`notifications.watches`) that is not a watch event
+    /// (`seq` is its line number in that file, or its Kafka offset).
+    BadWatchEvent,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 9] = [
+    pub const ALL: [DeadLetterReason; 10] = [
         DeadLetterReason::InvalidJson,
         DeadLetterReason::BadEnvelope,
         DeadLetterReason::MissingChargePoint,
@@ -761,6 +830,7 @@ impl DeadLetterReason {
         DeadLetterReason::BadPayload,
         DeadLetterReason::SchemaViolation,
         DeadLetterReason::BadPaymentEvent,
+        DeadLetterReason::BadWatchEvent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -774,6 +844,7 @@ impl DeadLetterReason {
             DeadLetterReason::BadPayload => "bad_payload",
             DeadLetterReason::SchemaViolation => "schema_violation",
             DeadLetterReason::BadPaymentEvent => "bad_payment_event",
+            DeadLetterReason::BadWatchEvent => "bad_watch_event",
         }
     }
 }
@@ -801,6 +872,10 @@ pub enum Output {
     Health(HealthRow),
     Anomaly(AnomalyRecord),
     Notification(NotificationRecord),
+    /// Turned into notifications on worker 0 (`stages::notifications`); never written.
+    Trigger(Box<NotificationTrigger>),
+    /// Passed to the Alertmanager sinks; never written.
+    BackInOrder(BackInOrder),
     DeadLetter(DeadLetter),
     Leakage(LeakageRecord),
     /// Uptime of one port over one day or month (NEVI, 23 CFR 680.116).

@@ -31,6 +31,8 @@ fn simulate(dir: &Path, chargers: u32, seed: u64) {
         dir.join("labels.jsonl").to_str().unwrap(),
         "--registry",
         dir.join("registry.json").to_str().unwrap(),
+        "--watches",
+        dir.join("watches.jsonl").to_str().unwrap(),
     ]);
 }
 
@@ -69,7 +71,11 @@ start = "2026-01-05T10:00:00Z"
 end = "2026-01-05T12:00:00Z"
 reason = "inspection"
 "#;
-    let dataflow = file_dataflow(&dir, &traffic, Some(&registry), maintenance);
+    let maintenance = format!(
+        "{maintenance}\n[notifications]\nwatches = {:?}\n",
+        dir.join("watches.jsonl").display().to_string()
+    );
+    let dataflow = file_dataflow(&dir, &traffic, Some(&registry), &maintenance);
     let out1 = dir.join("out1");
     let out2 = dir.join("out2");
     let run1 = run_ok(&[

@@ -180,10 +180,11 @@ fn evflow_files_match_the_schemas() {
     // The bad lines, plus the simulator's deliberately malformed frames (bad_payload).
     assert!(dead.len() >= BAD.len(), "{dead:#?}");
     // schema_violation only exists in strict mode (tests/strict.rs); this run is tolerant.
-    // bad_payment_event needs a payments file (tests/revenue.rs).
+    // bad_payment_event needs a payments file (tests/revenue.rs), bad_watch_event a watches
+    // input (`watch_events_match_their_schema` below checks the schema's side).
     let want: BTreeSet<String> = names(&DeadLetterReason::ALL)
         .into_iter()
-        .filter(|r| r != "schema_violation" && r != "bad_payment_event")
+        .filter(|r| r != "schema_violation" && r != "bad_payment_event" && r != "bad_watch_event")
         .collect();
     assert_eq!(field_set(&dead, "reason"), want);
     let anomalies = lines(&out.join("anomalies.jsonl"));
@@ -318,4 +319,75 @@ fn schema_enums_are_the_rust_enums() {
             names(&AnomalyKind::ALL)
         );
     }
+}
+
+/// Watch events evflow rejects, one per rule the schema can express (it cannot say that
+/// `expires` is after `timestamp`).
+const BAD_WATCHES: &[&str] = &[
+    r#"{"driver":"DRV-ALICE","action":"watch","charge_point_id":"CP-0001","site_id":"SITE-001","timestamp":"2026-01-05T10:00:00Z"}"#,
+    r#"{"driver":"DRV-ALICE","action":"watch","timestamp":"2026-01-05T10:00:00Z"}"#,
+    r#"{"driver":"DRV-ALICE","action":"watch","charge_point_id":null,"site_id":null,"timestamp":"2026-01-05T10:00:00Z"}"#,
+    r#"{"driver":"DRV-ALICE","action":"watch","charge_point_id":" ","timestamp":"2026-01-05T10:00:00Z"}"#,
+    r#"{"action":"watch","charge_point_id":"CP-0001","timestamp":"2026-01-05T10:00:00Z"}"#,
+    r#"{"driver":"","action":"watch","charge_point_id":"CP-0001","timestamp":"2026-01-05T10:00:00Z"}"#,
+    r#"{"driver":"DRV-ALICE","action":"follow","charge_point_id":"CP-0001","timestamp":"2026-01-05T10:00:00Z"}"#,
+    r#"{"driver":"DRV-ALICE","action":"watch","charge_point_id":"CP-0001","kinds":["charging_almost_complete"],"timestamp":"2026-01-05T10:00:00Z"}"#,
+    r#"{"driver":"DRV-ALICE","action":"watch","charge_point_id":"CP-0001","kinds":["coffee_ready"],"timestamp":"2026-01-05T10:00:00Z"}"#,
+    r#"{"driver":"DRV-ALICE","action":"watch","charge_point_id":"CP-0001","kinds":"station_available","timestamp":"2026-01-05T10:00:00Z"}"#,
+    r#"{"driver":"DRV-ALICE","action":"watch","charge_point_id":"CP-0001"}"#,
+    r#"{"driver":"DRV-ALICE","action":"watch","charge_point_id":"CP-0001","timestamp":"2026-01-05T10:00:00"}"#,
+    r#"{"driver":"DRV-ALICE","action":"watch","charge_point_id":"CP-0001","timestamp":"2026-01-05T10:00:00Z","expires":"soon"}"#,
+    "{not json",
+    "[1,2]",
+];
+
+#[test]
+fn watch_events_match_their_schema() {
+    use evflow::model::WatchAction;
+    use evflow::sources::watches::{parse_watch, read_watches, WATCHABLE};
+
+    let example = Path::new(MANIFEST).join("tests/data/watches.jsonl");
+    let (good, bad) = read_watches(&example).expect("tests/data/watches.jsonl");
+    assert!(bad.is_empty(), "{bad:#?}");
+    assert_eq!(good.len(), 12);
+    for line in BAD_WATCHES {
+        assert!(
+            parse_watch(line.as_bytes()).is_err(),
+            "evflow accepts {line}"
+        );
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("watch-schema");
+    fs::create_dir_all(&dir).unwrap();
+    let bad_file = dir.join("bad-watches.jsonl");
+    fs::write(&bad_file, BAD_WATCHES.join("\n") + "\n").unwrap();
+
+    let ok = run(Command::new(python())
+        .arg(Path::new(MANIFEST).join("tests/schemas.py"))
+        .args(["--jsonl", "watch-event.schema.json"])
+        .arg(&example)
+        .args(["--invalid", "watch-event.schema.json"])
+        .arg(&bad_file));
+    let report = String::from_utf8_lossy(&ok.stdout);
+    println!("{report}");
+    let n = BAD_WATCHES.len();
+    for (file, count) in [("watches.jsonl", 12), ("bad-watches.jsonl", n)] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with(&format!("ok {count:>9}  ")) && l.contains(file)),
+            "{file} not checked:\n{report}"
+        );
+    }
+
+    // Adding a variant breaks this match: add it to the list and to the schema.
+    let actions = [WatchAction::Watch, WatchAction::Unwatch];
+    let _ = |a: WatchAction| match a {
+        WatchAction::Watch | WatchAction::Unwatch => (),
+    };
+    let watch = schema("watch-event.schema.json").expect("watch-event.schema.json");
+    assert_eq!(enum_at(&watch, "/properties/action/enum"), names(&actions));
+    assert_eq!(
+        enum_at(&watch, "/properties/kinds/items/enum"),
+        names(&WATCHABLE)
+    );
 }

@@ -40,7 +40,9 @@ use crate::sinks::kafka::KafkaSink;
 use crate::sinks::{OutputSinks, Summary};
 use crate::sources::file::FileSource;
 use crate::sources::kafka::KafkaSource;
-use crate::sources::payments::{BadPayment, PaymentConsumer};
+use crate::model::{PaymentEvent, WatchEvent};
+use crate::sources::side_input::{SideInput, SideInputConsumer};
+use crate::sources::watches::WatchConsumer;
 use crate::sources::simulator::{Fleet, SimulatorSource};
 use crate::sources::stdin::StdinSource;
 use crate::sources::{Chunk, Poll, Source, SourceError};
@@ -158,61 +160,41 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
     if let Some(k) = &cfg.output.kafka {
         output_sinks = output_sinks.with_kafka(KafkaSink::open(k, &cfg.kafka, metrics)?);
     }
+    let output_sinks = output_sinks.with_routes(&cfg.notifications.routes)?;
     let sinks = Arc::new(Mutex::new(Some(output_sinks)));
     let summary: Arc<Mutex<Option<Result<Summary, String>>>> = Arc::new(Mutex::new(None));
     let resume = restored.as_ref().map(|r| r.resume());
-    // Payment events (revenue leakage): a file is read whole at the start of a fresh run; a
-    // Kafka topic is read from the last commit's positions — to its end before the run
-    // (`stop=end`), or polled as the run goes (worker 0). Fed in event-time order as the
-    // watermark passes them. Bad lines are dead-lettered (`bad_payment_event`).
-    let payments_kafka = match cfg.revenue.payments.as_deref().and_then(|p| p.to_str()) {
-        Some(url) if url.starts_with("kafka://") => Some(
-            crate::sources::kafka::parse_url(url)
-                .map_err(|e| SourceError::Kafka(format!("revenue.payments: {e}")))?,
-        ),
-        _ => None,
-    };
-    let mut initial_payments = Vec::new();
-    let mut bad_payment_lines = Vec::new();
-    let mut payment_consumer = None;
-    let resumed_payment_positions = restored
-        .as_ref()
-        .and_then(|r| r.aggregate.as_ref())
-        .map(|a| a.payment_positions.clone())
-        .unwrap_or_default();
-    match (&cfg.revenue.payments, &payments_kafka) {
-        (_, Some(src)) => {
-            let mut consumer = PaymentConsumer::open(src, &cfg.kafka, &resumed_payment_positions)?;
-            if consumer.stop_at_end {
-                consumer.read_to_end(
-                    Duration::from_secs(120),
-                    &mut initial_payments,
-                    &mut bad_payment_lines,
-                )?;
-            }
-            payment_consumer = Some(consumer);
-        }
-        (Some(path), None) if restored.is_none() => {
-            let (events, bad) = crate::sources::payments::read_payments(path)?;
-            initial_payments = events;
-            bad_payment_lines = bad;
-        }
-        _ => {}
+    // Side inputs — payment events (revenue leakage) and driver watches (notifications): a
+    // file is read whole at the start of a fresh run; a Kafka topic is read from the last
+    // commit's positions — to its end before the run (`stop=end`), or polled as the run goes
+    // (worker 0). Fed in event-time order as the watermark passes them. Bad lines are
+    // dead-lettered (`bad_payment_event`, `bad_watch_event`).
+    let restored_aggregate_ref = restored.as_ref().and_then(|r| r.aggregate.as_ref());
+    let payments = open_side_input::<PaymentEvent>(
+        cfg.revenue.payments.as_deref(),
+        cfg,
+        &restored_aggregate_ref
+            .map(|a| a.payment_positions.clone())
+            .unwrap_or_default(),
+        restored.is_none(),
+    )?;
+    let mut watches = open_side_input::<WatchEvent>(
+        cfg.notifications.watches.as_deref(),
+        cfg,
+        &restored_aggregate_ref
+            .map(|a| a.watch_positions().clone())
+            .unwrap_or_default(),
+        restored.is_none(),
+    )?;
+    // The simulator's drivers watch their local sites and chargers.
+    if let (Some(f), None, true) = (&fleet, &cfg.notifications.watches, restored.is_none()) {
+        watches.initial = f.watches();
     }
-    let initial_positions = payment_consumer
-        .as_ref()
-        .map(|c| c.positions().clone())
-        .unwrap_or_default();
-    let bad_payments: Vec<DeadLetter> = bad_payment_lines
-        .into_iter()
-        .map(BadPayment::into_dead_letter)
-        .collect();
-    if !bad_payments.is_empty() {
-        tracing::warn!(
-            "{} payment event(s) not usable (see dead-letter.jsonl)",
-            bad_payments.len()
-        );
-    }
+    let (initial_payments, initial_positions, payment_consumer) =
+        (payments.initial, payments.positions, payments.consumer);
+    let bad_payments: Vec<DeadLetter> = payments.bad.into_iter().chain(watches.bad).collect();
+    let initial_watches = Arc::new(Mutex::new(Some((watches.initial, watches.positions))));
+    let watch_consumer = Arc::new(Mutex::new(watches.consumer));
     let initial_payments = Arc::new(Mutex::new(Some((initial_payments, initial_positions))));
     let payment_consumer = Arc::new(Mutex::new(payment_consumer));
     let resumed_manifest = restored.as_ref().map(|r| r.manifest.clone());
@@ -252,6 +234,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             reference.clone(),
             bound,
             FleetDetectors::new(stage_cfg.anomalies.fleet.clone()),
+            cfg.notifications.clone(),
         )));
         // This worker's share of the last commit's state.
         if let Ok(mut snapshots) = restored_stages.lock() {
@@ -269,6 +252,7 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             }
         }
         let mut payments_live = None;
+        let mut watches_live: Option<WatchConsumer> = None;
         if index == 0 {
             if let Some(snap) = restored_aggregate.lock().ok().and_then(|mut a| a.take()) {
                 let mut agg = aggregate_state.borrow_mut();
@@ -288,8 +272,18 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                     .add_payments(events, &positions);
             }
             payments_live = payment_consumer.lock().ok().and_then(|mut c| c.take());
+            if let Some((events, positions)) =
+                initial_watches.lock().ok().and_then(|mut p| p.take())
+            {
+                aggregate_state
+                    .borrow_mut()
+                    .router
+                    .add_watches(events, &positions);
+            }
+            watches_live = watch_consumer.lock().ok().and_then(|mut c| c.take());
         }
         let mut polled_payments = Vec::new();
+        let mut polled_watches = Vec::new();
         let mut polled_bad = Vec::new();
         let worker_sinks = Rc::new(RefCell::new(if index == 0 {
             sinks.lock().ok().and_then(|mut s| s.take())
@@ -521,6 +515,20 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
                     dead_in.send(Output::DeadLetter(d));
                 }
             }
+            // Live watch events (worker 0), likewise.
+            if let Some(c) = watches_live.as_mut().filter(|c| !c.stop_at_end) {
+                c.poll(Duration::ZERO, &mut polled_watches, &mut polled_bad)
+                    .map_err(|e| e.to_string())?;
+                aggregate_state
+                    .borrow_mut()
+                    .router
+                    .add_watches(polled_watches.drain(..), c.positions());
+                for b in polled_bad.drain(..) {
+                    let d = b.into_dead_letter();
+                    count_dead_letter(metrics, &d);
+                    dead_in.send(Output::DeadLetter(d));
+                }
+            }
             if let Some(p) = progress.as_mut() {
                 p.update(source.progress(), metrics.events_decoded.get());
             }
@@ -556,6 +564,9 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         if let Some(c) = payments_live.as_ref() {
             c.commit();
         }
+        if let Some(c) = watches_live.as_ref() {
+            c.commit();
+        }
         if let Some(p) = progress.as_mut() {
             p.finish(metrics.events_decoded.get());
         }
@@ -583,6 +594,64 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         elapsed: started.elapsed(),
         summary,
     })
+}
+
+/// A side input at the start of a run: what a file or a `stop=end` topic held, its bad lines
+/// as dead letters, and a live consumer.
+struct SideInputStart<T> {
+    initial: Vec<T>,
+    bad: Vec<DeadLetter>,
+    consumer: Option<SideInputConsumer<T>>,
+    positions: std::collections::BTreeMap<i32, i64>,
+}
+
+fn open_side_input<T: SideInput>(
+    path: Option<&std::path::Path>,
+    cfg: &DataflowConfig,
+    resumed_positions: &std::collections::BTreeMap<i32, i64>,
+    fresh: bool,
+) -> Result<SideInputStart<T>, DataflowError> {
+    let mut start = SideInputStart {
+        initial: Vec::new(),
+        bad: Vec::new(),
+        consumer: None,
+        positions: Default::default(),
+    };
+    let mut bad_lines = Vec::new();
+    match path.and_then(|p| p.to_str()) {
+        Some(url) if url.starts_with("kafka://") => {
+            let src = crate::sources::kafka::parse_url(url)
+                .map_err(|e| SourceError::Kafka(format!("{}: {e}", T::NAME)))?;
+            let mut consumer = SideInputConsumer::<T>::open(&src, &cfg.kafka, resumed_positions)?;
+            if consumer.stop_at_end {
+                consumer.read_to_end(
+                    Duration::from_secs(120),
+                    &mut start.initial,
+                    &mut bad_lines,
+                )?;
+            }
+            start.positions = consumer.positions().clone();
+            start.consumer = Some(consumer);
+        }
+        // A resumed run has the file's events in its snapshot already.
+        Some(_) if fresh => {
+            if let Some(p) = path {
+                let (events, bad) = crate::sources::side_input::read_jsonl::<T>(p)?;
+                start.initial = events;
+                bad_lines = bad;
+            }
+        }
+        _ => {}
+    }
+    start.bad = bad_lines.into_iter().map(|b| b.into_dead_letter()).collect();
+    if !start.bad.is_empty() {
+        tracing::warn!(
+            "{} {} line(s) not usable (see dead-letter.jsonl)",
+            start.bad.len(),
+            T::NAME
+        );
+    }
+    Ok(start)
 }
 
 /// A dead letter produced outside the decoder (a bad payment event), in the decoder's metrics.

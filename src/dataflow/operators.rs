@@ -17,6 +17,7 @@ use timely::dataflow::StreamVec;
 use timely::progress::frontier::MutableAntichain;
 
 use super::watermark::{Mark, Watermark};
+use crate::config::NotificationConfig;
 use crate::metrics::{label, Metrics};
 use crate::model::{
     Event, HealthLevel, HealthRow, LeakageRecord, Millis, Output, PaymentEvent, SessionRecord,
@@ -27,6 +28,7 @@ use crate::stages::charger::{Arrival, ChargerStages, StagesSnapshot};
 use crate::stages::fleet::FleetDetectors;
 use crate::stages::health::site_row;
 use crate::stages::leakage::{LeakageLedger, SessionFacts};
+use crate::stages::notifications::NotificationRouter;
 use crate::stages::revenue::RevenueWindows;
 use crate::stages::Reference;
 
@@ -348,7 +350,9 @@ pub fn sink_order(a: &Output, b: &Output) -> Ordering {
             Output::Uptime(_) => 7,
             Output::Outage(_) => 8,
             Output::Observation(_) => 9,
-            Output::Checkpoint { .. } => 10,
+            Output::Trigger(_) => 10,
+            Output::BackInOrder(_) => 11,
+            Output::Checkpoint { .. } => 12,
         }
     }
     match (a, b) {
@@ -459,6 +463,19 @@ pub fn sink_order(a: &Output, b: &Output) -> Ordering {
             x.connector_id,
         )
             .cmp(&(y.at, &y.charge_point_id, y.connector_id)),
+        (Output::Trigger(x), Output::Trigger(y)) => (
+            x.event_time,
+            &x.charge_point_id,
+            x.connector_id,
+            x.kind,
+        )
+            .cmp(&(y.event_time, &y.charge_point_id, y.connector_id, y.kind)),
+        (Output::BackInOrder(x), Output::BackInOrder(y)) => (
+            x.event_time,
+            &x.charge_point_id,
+            x.connector_id,
+        )
+            .cmp(&(y.event_time, &y.charge_point_id, y.connector_id)),
         (Output::Checkpoint { watermark: x }, Output::Checkpoint { watermark: y }) => x.cmp(y),
         _ => rank(a).cmp(&rank(b)),
     }
@@ -480,6 +497,9 @@ pub struct AggregateState {
     pub payment_positions: BTreeMap<i32, i64>,
     /// `power_delivery_degraded` and `underused`, judged against the whole fleet.
     pub fleet: FleetDetectors,
+    /// Notification triggers → notifications per recipient (watches, limits, quiet hours).
+    pub router: NotificationRouter,
+    notifications: NotificationConfig,
 }
 
 impl AggregateState {
@@ -489,6 +509,7 @@ impl AggregateState {
         reference: Arc<Reference>,
         out_of_orderness: Millis,
         fleet: FleetDetectors,
+        notifications: NotificationConfig,
     ) -> Self {
         AggregateState {
             revenue,
@@ -501,6 +522,8 @@ impl AggregateState {
             payments_added: 0,
             payment_positions: BTreeMap::new(),
             fleet,
+            router: NotificationRouter::new(),
+            notifications,
         }
     }
 
@@ -531,6 +554,7 @@ impl AggregateState {
                 self.payments_added,
                 &self.payment_positions,
                 &self.fleet,
+                &self.router,
             ),
         )
     }
@@ -546,6 +570,7 @@ impl AggregateState {
         self.payments_added = snapshot.payments_added;
         self.payment_positions = snapshot.payment_positions;
         self.fleet.restore(snapshot.fleet);
+        self.router = snapshot.router;
     }
 
     /// Feeds the payments up to `until` to the leakage ledger, in event-time order with the
@@ -576,6 +601,14 @@ pub struct AggregateSnapshot {
     payments_added: u64,
     pub payment_positions: BTreeMap<i32, i64>,
     fleet: FleetDetectors,
+    router: NotificationRouter,
+}
+
+impl AggregateSnapshot {
+    /// Where the Kafka watch source stood at the commit.
+    pub fn watch_positions(&self) -> &BTreeMap<i32, i64> {
+        &self.router.watch_positions
+    }
 }
 
 impl AggregateSnapshot {
@@ -628,17 +661,24 @@ pub fn aggregate<'s>(
                     let mut batch = st.buffer.take(t);
                     batch.sort_by(sink_order);
                     // Fleet observations stop here: the fleet detectors apply them in order.
+                    // Triggers become notifications (the batch is in event-time order).
+                    let mut added: Vec<Output> = Vec::new();
                     let mut batch: Vec<Output> = {
                         let mut kept = Vec::with_capacity(batch.len());
                         for r in batch {
                             match r {
                                 Output::Observation(o) => st.fleet.observe(*o),
+                                Output::Trigger(t) => st.router.route(
+                                    &t,
+                                    &st.notifications,
+                                    &st.reference,
+                                    &mut added,
+                                ),
                                 other => kept.push(other),
                             }
                         }
                         kept
                     };
-                    let mut added: Vec<Output> = Vec::new();
                     let mut rows = Vec::new();
                     let mut leaks = Vec::new();
                     for r in &mut batch {
@@ -675,6 +715,8 @@ pub fn aggregate<'s>(
                         st.feed_payments(w, &mut leaks);
                         st.leakage.advance(w, &mut leaks);
                         st.fleet.advance(w, &st.reference, &mut added);
+                        st.router.advance(w, &st.notifications, &mut added);
+                        count_suppressed(&metrics, &mut st.router);
                         let boundary = w - w.rem_euclid(checkpoint_every);
                         if st.last_checkpoint.is_some_and(|c| boundary > c) {
                             added.push(Output::Checkpoint {
@@ -710,6 +752,9 @@ pub fn aggregate<'s>(
                         st.leakage.advance(w, &mut leaks);
                         let mut fleet = Vec::new();
                         st.fleet.finish(w, &st.reference, &mut fleet);
+                        st.router.advance(w, &st.notifications, &mut fleet);
+                        st.router.finish(&mut fleet);
+                        count_suppressed(&metrics, &mut st.router);
                         metrics.watermark.set(w as f64 / 1000.0);
                         metrics.watermark_lag.set(0.0);
                         let out: Vec<Output> = rows
@@ -727,6 +772,20 @@ pub fn aggregate<'s>(
             }
         },
     )
+}
+
+fn count_suppressed(metrics: &Metrics, router: &mut NotificationRouter) {
+    for ((kind, why), n) in router.take_suppressed() {
+        metrics
+            .notifications_suppressed
+            .get_or_create(&crate::metrics::labels2(
+                "kind",
+                kind.as_str(),
+                "reason",
+                why.as_str(),
+            ))
+            .inc_by(n);
+    }
 }
 
 /// The sink: on worker 0, writes each completed time's records in deterministic order.

@@ -155,6 +155,16 @@ impl KafkaSink {
         r
     }
 
+    /// Produces one record to `topic` (a notification route's).
+    pub fn to_topic<T: Serialize>(
+        &mut self,
+        topic: &str,
+        key: &str,
+        record: &T,
+    ) -> Result<(), SinkError> {
+        self.send(topic, Some(key), record)
+    }
+
     fn send<T: Serialize>(
         &mut self,
         topic: &str,

@@ -7,10 +7,13 @@
 //! JSONL records to Kafka topics ([`kafka`]).
 //! It also keeps the domain metrics and the run summary, which are about what was written.
 
+pub mod alertmanager;
 pub mod cdr;
+pub mod http;
 pub mod jsonl;
 pub mod kafka;
 pub mod parquet;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +21,7 @@ use std::path::{Path, PathBuf};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
+use crate::config::RouteConfig;
 use crate::metrics::{label, labels2, Metrics};
 use crate::model::{AnomalyState, HealthComponent, HealthLevel, Output};
 use jsonl::JsonlWriter;
@@ -36,8 +40,12 @@ pub enum SinkError {
     },
     #[error("kafka: {0}")]
     Kafka(String),
+    #[error("http: {0}")]
+    Http(String),
     #[error("sink state in a commit snapshot: {0}")]
     Snapshot(String),
+    #[error("notification route: {0}")]
+    Route(String),
 }
 
 /// The sinks' part of a commit snapshot: (next file number, buffered rows) per Parquet
@@ -51,6 +59,8 @@ pub struct SinkState {
     uptime: (u64, Vec<crate::model::UptimeRow>),
     outages: (u64, Vec<crate::model::OutageRecord>),
     jsonl_lengths: [u64; 5],
+    /// Per notification route: the length of its JSONL file or webhook outbox.
+    route_lengths: Vec<(String, u64)>,
 }
 
 /// What a run wrote, for the summary printed at the end.
@@ -89,8 +99,24 @@ pub struct OutputSinks {
     /// `cdrs.jsonl` with (country code, party id), when `output.ocpi_cdrs`.
     cdrs: Option<(JsonlWriter, String, String)>,
     kafka: Option<kafka::KafkaSink>,
+    /// `notifications.routes`: where notifications (and, for Alertmanager, anomalies) go.
+    routes: Vec<Route>,
+    /// Route lengths from the commit snapshot, until the routes are opened.
+    restored_route_lengths: Vec<(String, u64)>,
+    dir: PathBuf,
     metrics: Metrics,
     pub summary: Summary,
+}
+
+/// One delivery route and its open sink.
+struct Route {
+    cfg: RouteConfig,
+    sink: RouteSink,
+}
+
+enum RouteSink {
+    Jsonl(JsonlWriter),
+    Kafka(String),
 }
 
 impl OutputSinks {
@@ -119,6 +145,10 @@ impl OutputSinks {
             source,
         })?;
         let lengths = restored.as_ref().map(|s| s.jsonl_lengths);
+        let restored_route_lengths = restored
+            .as_ref()
+            .map(|s| s.route_lengths.clone())
+            .unwrap_or_default();
         let jsonl =
             |name: &str, i: usize| JsonlWriter::open_at(&dir.join(name), lengths.map(|l| l[i]));
         let (sessions, charging_periods, revenue, health, uptime, outages) = match restored {
@@ -148,9 +178,42 @@ impl OutputSinks {
                 None => None,
             },
             kafka: None,
+            routes: Vec::new(),
+            restored_route_lengths,
+            dir: dir.to_path_buf(),
             metrics,
             summary: Summary::default(),
         })
+    }
+
+    /// Opens the notification routes (after [`with_kafka`](Self::with_kafka): a Kafka route
+    /// produces through that sink). A route's file is cut back to what the last commit recorded.
+    pub fn with_routes(mut self, routes: &[RouteConfig]) -> Result<OutputSinks, SinkError> {
+        for r in routes {
+            let length = self
+                .restored_route_lengths
+                .iter()
+                .find(|(name, _)| *name == r.name)
+                .map(|(_, l)| *l);
+            let sink = if let Some(path) = &r.jsonl {
+                RouteSink::Jsonl(JsonlWriter::open_at(&self.dir.join(path), length)?)
+            } else if let Some(topic) = &r.kafka {
+                if self.kafka.is_none() {
+                    return Err(SinkError::Kafka(format!(
+                        "route {}: a kafka route needs [output.kafka]",
+                        r.name
+                    )));
+                }
+                RouteSink::Kafka(topic.clone())
+            } else {
+                return Err(SinkError::Route(format!("route {}: no sink", r.name)));
+            };
+            self.routes.push(Route {
+                cfg: r.clone(),
+                sink,
+            });
+        }
+        Ok(self)
     }
 
     /// Makes everything written so far durable — JSONL files synced, Kafka records
@@ -171,6 +234,12 @@ impl OutputSinks {
         if let Some(k) = self.kafka.as_mut() {
             k.flush_all()?;
         }
+        let mut route_lengths = Vec::with_capacity(self.routes.len());
+        for r in &mut self.routes {
+            if let RouteSink::Jsonl(w) = &mut r.sink {
+                route_lengths.push((r.cfg.name.clone(), w.sync()?));
+            }
+        }
         bincode::serialize_into(
             w,
             &(
@@ -181,6 +250,7 @@ impl OutputSinks {
                 self.uptime.state(),
                 self.outages.state(),
                 lengths,
+                route_lengths,
             ),
         )
         .map_err(|e| SinkError::Snapshot(e.to_string()))
@@ -188,8 +258,16 @@ impl OutputSinks {
 
     /// Reads what [`save`](Self::save) wrote.
     pub fn read_state(r: &mut impl std::io::Read) -> Result<SinkState, SinkError> {
-        let (sessions, charging_periods, revenue, health, uptime, outages, jsonl_lengths) =
-            bincode::deserialize_from(r).map_err(|e| SinkError::Snapshot(e.to_string()))?;
+        let (
+            sessions,
+            charging_periods,
+            revenue,
+            health,
+            uptime,
+            outages,
+            jsonl_lengths,
+            route_lengths,
+        ) = bincode::deserialize_from(r).map_err(|e| SinkError::Snapshot(e.to_string()))?;
         Ok(SinkState {
             sessions,
             charging_periods,
@@ -198,6 +276,7 @@ impl OutputSinks {
             uptime,
             outages,
             jsonl_lengths,
+            route_lengths,
         })
     }
 
@@ -314,6 +393,7 @@ impl OutputSinks {
                     if let Some(k) = self.kafka.as_mut() {
                         k.notification(&n.charge_point_id, &n)?;
                     }
+                    self.route_notification(&n)?;
                 }
                 Output::DeadLetter(d) => {
                     self.summary.dead_letters += 1;
@@ -331,8 +411,9 @@ impl OutputSinks {
                     self.summary.outages += 1;
                     self.outages.push(o);
                 }
-                // Consumed by the fleet detectors; never reaches a sink.
-                Output::Observation(_) => {}
+                // Consumed by the fleet detectors and the notification router.
+                Output::Observation(_) | Output::Trigger(_) => {}
+                Output::BackInOrder(_) => {}
                 Output::Checkpoint { .. } => self.flush()?,
             }
         }
@@ -343,6 +424,33 @@ impl OutputSinks {
         self.leakage.flush()?;
         if let Some((w, _, _)) = self.cdrs.as_mut() {
             w.flush()?;
+        }
+        for r in &mut self.routes {
+            if let RouteSink::Jsonl(w) = &mut r.sink {
+                w.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a notification along every route that wants it. Kafka routes are keyed by the
+    /// recipient, so one driver's notifications stay in order on one partition.
+    fn route_notification(
+        &mut self,
+        n: &crate::model::NotificationRecord,
+    ) -> Result<(), SinkError> {
+        for r in &mut self.routes {
+            if !r.cfg.wants(n) {
+                continue;
+            }
+            match &mut r.sink {
+                RouteSink::Jsonl(w) => w.write(n)?,
+                RouteSink::Kafka(topic) => {
+                    if let Some(k) = self.kafka.as_mut() {
+                        k.to_topic(topic, &n.recipient, n)?;
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -13,8 +13,10 @@
 pub mod file;
 pub mod kafka;
 pub mod payments;
+pub mod side_input;
 pub mod simulator;
 pub mod stdin;
+pub mod watches;
 
 /// A batch of newline-separated envelope lines.
 #[derive(Debug, Default, Clone)]

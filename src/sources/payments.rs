@@ -1,13 +1,12 @@
 //! Payment events: a payment provider's JSONL file (`schemas/payment-event.schema.json`).
 //!
-//! Owns: reading and validating payment events. [`parse_payment`] checks one line (the Kafka
-//! consumer reuses it); [`read_payments`] reads a whole file, reports the lines it cannot use
-//! as [`BadPayment`]s (never fatal) and returns the events sorted by (timestamp, line order).
-//! Blank lines (and a trailing `\r`) are skipped. Fields the schema does not name are ignored.
+//! Owns: validating payment events. [`parse_payment`] checks one line; [`read_payments`] reads
+//! a whole file, reports the lines it cannot use as [`BadPayment`]s (never fatal) and returns
+//! the events sorted by (timestamp, line order); [`PaymentConsumer`] reads a Kafka topic. The
+//! line and Kafka handling is the shared side-input code (`side_input`). Blank lines (and a
+//! trailing `\r`) are skipped. Fields the schema does not name are ignored.
 
 use std::borrow::Cow;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -15,29 +14,28 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::side_input::{read_jsonl, require_object, BadLine, SideInput, SideInputConsumer};
 use super::SourceError;
-use crate::model::{PaymentEvent, PaymentEventKind};
+use crate::model::{DeadLetterReason, Millis, PaymentEvent, PaymentEventKind};
 use crate::time::parse_rfc3339;
 
-/// A line that is not a payment event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadPayment {
-    /// 1-based; blank lines count.
-    pub line_no: u64,
-    pub error: String,
-    /// The line without its line ending, lossily decoded as UTF-8.
-    pub line: String,
-}
+/// A line that is not a payment event (dead-lettered as `bad_payment_event`).
+pub type BadPayment = BadLine;
 
-impl BadPayment {
-    /// The dead letter of a bad payment event (`seq`: its line number, or Kafka offset).
-    pub fn into_dead_letter(self) -> crate::model::DeadLetter {
-        crate::model::DeadLetter {
-            seq: self.line_no,
-            reason: crate::model::DeadLetterReason::BadPaymentEvent,
-            error: self.error,
-            line: self.line,
-        }
+/// Payment events from a Kafka topic (`revenue.payments = "kafka://HOST:PORT/TOPIC?group=G"`);
+/// see [`SideInputConsumer`].
+pub type PaymentConsumer = SideInputConsumer<PaymentEvent>;
+
+impl SideInput for PaymentEvent {
+    const NAME: &'static str = "payments";
+    const REASON: DeadLetterReason = DeadLetterReason::BadPaymentEvent;
+
+    fn parse(line: &[u8]) -> Result<Self, String> {
+        parse_payment(line)
+    }
+
+    fn timestamp(&self) -> Millis {
+        self.timestamp
     }
 }
 
@@ -61,6 +59,7 @@ struct Raw<'a> {
 
 /// Parses one payment event (a JSON object, no line ending).
 pub fn parse_payment(line: &[u8]) -> Result<PaymentEvent, String> {
+    require_object(line, "a payment event")?;
     let raw: Raw = serde_json::from_slice(line).map_err(|e| e.to_string())?;
     let non_empty = |field: &str, v: &str| {
         if v.trim().is_empty() {
@@ -117,210 +116,7 @@ fn parse_amount(s: &str) -> Result<Decimal, String> {
 /// Reads a JSONL file of payment events: the good ones sorted by (timestamp, line order), and
 /// the lines that are not payment events.
 pub fn read_payments(path: &Path) -> Result<(Vec<PaymentEvent>, Vec<BadPayment>), SourceError> {
-    let io_err = |source| SourceError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut reader = BufReader::new(File::open(path).map_err(io_err)?);
-    let (mut good, mut bad) = (Vec::new(), Vec::new());
-    let mut buf = Vec::new();
-    let mut line_no = 0u64;
-    loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf).map_err(io_err)? == 0 {
-            break;
-        }
-        line_no += 1;
-        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match parse_payment(line) {
-            Ok(p) => good.push(p),
-            Err(error) => bad.push(BadPayment {
-                line_no,
-                error,
-                line: String::from_utf8_lossy(line).into_owned(),
-            }),
-        }
-    }
-    // Stable: equal timestamps keep the file's order.
-    good.sort_by_key(|p: &PaymentEvent| p.timestamp);
-    Ok((good, bad))
-}
-
-/// Payment events from a Kafka topic (`revenue.payments = "kafka://HOST:PORT/TOPIC?group=G"`):
-/// every partition is read from `from` (the positions of the last commit) or the group's
-/// committed offsets (else the earliest). With `stop=end` the topic is read to its end once,
-/// before the run starts (a bounded, deterministic run); otherwise it is polled as the run
-/// goes. Values are payment events (JSON, as in the file); other values are bad lines.
-pub struct PaymentConsumer {
-    consumer: rdkafka::consumer::BaseConsumer,
-    topic: String,
-    /// The next offset of each partition after what was polled.
-    positions: std::collections::BTreeMap<i32, i64>,
-    partitions: i32,
-    pub stop_at_end: bool,
-}
-
-impl PaymentConsumer {
-    pub fn open(
-        src: &crate::config::KafkaSourceConfig,
-        common: &crate::config::KafkaConfig,
-        from: &std::collections::BTreeMap<i32, i64>,
-    ) -> Result<PaymentConsumer, SourceError> {
-        use rdkafka::consumer::Consumer;
-        let err = |what: &str| {
-            let what = what.to_string();
-            move |e: rdkafka::error::KafkaError| {
-                SourceError::Kafka(format!("payments: {what}: {e}"))
-            }
-        };
-        let mut config = super::kafka::consumer_config(src, common);
-        config.set("enable.partition.eof", "true");
-        let consumer: rdkafka::consumer::BaseConsumer =
-            config.create().map_err(err("cannot create the consumer"))?;
-        let metadata = consumer
-            .fetch_metadata(Some(&src.topic), std::time::Duration::from_secs(30))
-            .map_err(err(&format!("metadata of {}", src.topic)))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == src.topic)
-            .map_or(0, |t| t.partitions().len() as i32);
-        if partitions == 0 {
-            return Err(SourceError::Kafka(format!(
-                "payments: topic {} has no partitions",
-                src.topic
-            )));
-        }
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for p in 0..partitions {
-            let start = from
-                .get(&p)
-                .map_or(rdkafka::Offset::Stored, |o| rdkafka::Offset::Offset(*o));
-            tpl.add_partition_offset(&src.topic, p, start)
-                .map_err(err("assignment"))?;
-        }
-        consumer.assign(&tpl).map_err(err("assign"))?;
-        Ok(PaymentConsumer {
-            consumer,
-            topic: src.topic.clone(),
-            positions: from.clone(),
-            partitions,
-            stop_at_end: src.stop_at_end,
-        })
-    }
-
-    /// Takes what has arrived: good events (in arrival order) and bad values. Returns whether
-    /// every partition is at its end.
-    pub fn poll(
-        &mut self,
-        wait: std::time::Duration,
-        good: &mut Vec<PaymentEvent>,
-        bad: &mut Vec<BadPayment>,
-    ) -> Result<bool, SourceError> {
-        use rdkafka::message::Message;
-        let mut at_end = std::collections::BTreeSet::new();
-        let mut first = true;
-        loop {
-            let timeout = if first {
-                wait
-            } else {
-                std::time::Duration::ZERO
-            };
-            first = false;
-            let Some(r) = self.consumer.poll(timeout) else {
-                break;
-            };
-            match r {
-                Ok(m) => {
-                    at_end.remove(&m.partition());
-                    accept(&mut self.positions, &self.topic, &m, good, bad);
-                }
-                Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
-                    at_end.insert(p);
-                }
-                Err(e) => tracing::warn!("kafka: payments {}: {e}", self.topic),
-            }
-        }
-        Ok(at_end.len() as i32 == self.partitions)
-    }
-
-    /// Reads every partition to its end (`stop=end`), at most `timeout`.
-    pub fn read_to_end(
-        &mut self,
-        timeout: std::time::Duration,
-        good: &mut Vec<PaymentEvent>,
-        bad: &mut Vec<BadPayment>,
-    ) -> Result<(), SourceError> {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut ended = std::collections::BTreeSet::new();
-        while (ended.len() as i32) < self.partitions {
-            if std::time::Instant::now() > deadline {
-                return Err(SourceError::Kafka(format!(
-                    "payments: {} not read to its end within {timeout:?}",
-                    self.topic
-                )));
-            }
-            match self.consumer.poll(std::time::Duration::from_millis(100)) {
-                None => {}
-                Some(Ok(m)) => accept(&mut self.positions, &self.topic, &m, good, bad),
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                    ended.insert(p);
-                }
-                Some(Err(e)) => tracing::warn!("kafka: payments {}: {e}", self.topic),
-            }
-        }
-        good.sort_by_key(|p| p.timestamp);
-        Ok(())
-    }
-
-    pub fn positions(&self) -> &std::collections::BTreeMap<i32, i64> {
-        &self.positions
-    }
-
-    /// Records the positions in the consumer group (informational, like the OCPP source's).
-    pub fn commit(&self) {
-        use rdkafka::consumer::Consumer;
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for (p, o) in &self.positions {
-            let _ = tpl.add_partition_offset(&self.topic, *p, rdkafka::Offset::Offset(*o));
-        }
-        if tpl.count() > 0 {
-            if let Err(e) = self
-                .consumer
-                .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
-            {
-                tracing::warn!("kafka: committing the payments group's offsets: {e}");
-            }
-        }
-    }
-}
-
-/// One Kafka record: a payment event, or a bad value; the partition's position moves on.
-fn accept(
-    positions: &mut std::collections::BTreeMap<i32, i64>,
-    topic: &str,
-    m: &rdkafka::message::BorrowedMessage<'_>,
-    good: &mut Vec<PaymentEvent>,
-    bad: &mut Vec<BadPayment>,
-) {
-    use rdkafka::message::Message;
-    positions.insert(m.partition(), m.offset() + 1);
-    let value = m.payload().unwrap_or_default();
-    if value.iter().all(u8::is_ascii_whitespace) {
-        return;
-    }
-    match parse_payment(value) {
-        Ok(p) => good.push(p),
-        Err(error) => bad.push(BadPayment {
-            line_no: m.offset() as u64,
-            error: format!("{topic}[{}]@{}: {error}", m.partition(), m.offset()),
-            line: String::from_utf8_lossy(value).into_owned(),
-        }),
-    }
+    read_jsonl(path)
 }
 
 #[cfg(test)]
@@ -371,7 +167,12 @@ mod tests {
     fn rejects_every_bad_kind() {
         let cases: Vec<(String, &str)> = vec![
             ("{not json".into(), "key must be a string"),
-            ("[1,2]".into(), "invalid type"),
+            ("[1,2]".into(), "a payment event must be a JSON object"),
+            // A derived struct would take this array field by field.
+            (
+                r#"["p1","CP-1","42","captured","12.50","EUR","2026-01-05T10:00:00Z"]"#.into(),
+                "a payment event must be a JSON object",
+            ),
             (with("type", "\"chargeback\""), "unknown variant"),
             (with("amount", "12.5"), "amount must be a decimal string"),
             (with("amount", "\"-1.00\""), "non-negative"),
@@ -426,6 +227,7 @@ mod tests {
         assert_eq!(good[3].timestamp, 1_767_610_800_000);
         assert_eq!(bad.len(), 1);
         assert_eq!((bad[0].line_no, bad[0].line.as_str()), (4, "{bad"));
+        assert_eq!(bad[0].reason, DeadLetterReason::BadPaymentEvent);
 
         let missing = std::env::temp_dir().join("evflow-payments-does-not-exist.jsonl");
         assert!(matches!(

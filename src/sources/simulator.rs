@@ -92,6 +92,7 @@ const PURPOSE_NOISE: u64 = 5;
 const PURPOSE_CHATTER: u64 = 6;
 /// The details of a charger's clock_skew, message_errors and power-loss faults.
 const PURPOSE_FAULT_DETAIL: u64 = 7;
+const PURPOSE_WATCHES: u64 = 8;
 
 impl Rng {
     fn next_u64(&mut self) -> u64 {
@@ -844,6 +845,73 @@ impl Fleet {
 
     pub fn charger_count(&self) -> usize {
         self.chargers.len()
+    }
+
+    /// The drivers' watches (`notifications.watches` when the source is the simulator): two
+    /// local drivers watch each site, about a third of the chargers are watched by a local
+    /// driver (a quarter of those only until 8 h into the run), and a tenth of the site
+    /// watchers unwatch halfway. All start a day before the run. Sorted by timestamp.
+    pub fn watches(&self) -> Vec<crate::model::WatchEvent> {
+        use crate::model::{WatchAction, WatchEvent, WatchTarget};
+        let mut rng = stream(self.seed, PURPOSE_WATCHES, 0);
+        let pool = self.drivers.len() as u64;
+        let before = self.start - 24 * HOUR;
+        let half = self.start + (self.end - self.start) / 2;
+        let watch = |driver: u64, target: WatchTarget, expires: Option<Millis>| WatchEvent {
+            driver: Arc::from(self.drivers[driver as usize].id_tag.as_str()),
+            action: WatchAction::Watch,
+            target,
+            kinds: Vec::new(),
+            timestamp: before,
+            expires,
+        };
+        let mut out = Vec::new();
+        for (s, site) in self.sites.iter().enumerate() {
+            for k in [0, 5] {
+                let d = (s as u64 * 17 + k) % pool;
+                out.push(watch(d, WatchTarget::Site(Arc::from(site.as_str())), None));
+                if rng.chance(0.1) {
+                    out.push(WatchEvent {
+                        action: WatchAction::Unwatch,
+                        timestamp: half,
+                        ..watch(d, WatchTarget::Site(Arc::from(site.as_str())), None)
+                    });
+                }
+            }
+        }
+        for c in &self.chargers {
+            if rng.chance(0.33) {
+                let d = (c.site as u64 * 17 + rng.below(12)) % pool;
+                let expires = rng.chance(0.25).then_some(self.start + 8 * HOUR);
+                out.push(watch(d, WatchTarget::ChargePoint(Arc::from(c.id.as_str())), expires));
+            }
+        }
+        out.sort_by_key(|w| w.timestamp);
+        out
+    }
+
+    /// Writes [`watches`](Self::watches) as watch-event JSONL (`schemas/watch-event.schema.json`);
+    /// returns the number of lines.
+    pub fn write_watches(&self, out: &mut impl std::io::Write) -> std::io::Result<u64> {
+        use crate::model::{WatchAction, WatchTarget};
+        let watches = self.watches();
+        for w in &watches {
+            let mut line = serde_json::json!({
+                "driver": &*w.driver,
+                "action": if w.action == WatchAction::Watch { "watch" } else { "unwatch" },
+                "timestamp": crate::time::format_rfc3339(w.timestamp),
+            });
+            match &w.target {
+                WatchTarget::ChargePoint(cp) => line["charge_point_id"] = (&**cp).into(),
+                WatchTarget::Site(site) => line["site_id"] = (&**site).into(),
+            }
+            if let Some(e) = w.expires {
+                line["expires"] = crate::time::format_rfc3339(e).into();
+            }
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(watches.len() as u64)
     }
 }
 

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::anomalies::{in_maintenance, AnomalyBook, SampleDetectors, Subject};
 use super::health::{ChargerHealth, Conditions};
 use super::link::{ClockWatch, ErrorWatch, Verdict};
-use super::notifications::{notify, RecentUsers, OPERATOR, PUBLIC};
+use super::notifications::{back_in_order, trigger, RecentUsers};
 use super::sessions::OpenSession;
 use super::uptime::{
     exclusion_windows, Down, DownCause, ExclusionReason, ExclusionWindow, PortUptime, UptimeContext,
@@ -27,9 +27,9 @@ use super::uptime::{
 use super::{Reference, StageConfig, StationRef};
 use crate::config::MaintenanceWindow;
 use crate::model::{
-    AnomalyKind, Audience, AuditFacts, ConnectorStatus, CostPair, ErrorCode, Event, EventKind,
-    FleetObservation, MessageId, Millis, NotificationKind, Observed, Output, SessionRecord,
-    Severity, TransactionId,
+    AnomalyKind, AuditFacts, ConnectorStatus, CostPair, ErrorCode, Event, EventKind,
+    FleetObservation, MessageId, Millis, NotificationKind, NotificationTrigger, Observed, Output,
+    SessionRecord, Severity, TransactionId,
 };
 use crate::ocpp::v16::TRANSACTION_CONNECTOR;
 
@@ -165,8 +165,6 @@ pub struct ChargerStages {
     pub stats: StageStats,
     /// The last watermark seen (`Millis::MIN` before the first).
     watermark: Millis,
-    operator: Arc<str>,
-    public: Arc<str>,
 }
 
 fn connector(list: &mut Vec<ConnectorState>, id: u32) -> &mut ConnectorState {
@@ -213,8 +211,6 @@ impl ChargerStages {
             chargers: FxHashMap::default(),
             stats: StageStats::default(),
             watermark: Millis::MIN,
-            operator: Arc::from(OPERATOR),
-            public: Arc::from(PUBLIC),
         }
     }
 
@@ -390,10 +386,10 @@ impl ChargerStages {
             return; // no watermark yet
         }
         self.watermark = self.watermark.max(now);
-        let (cfg, operator) = (&*self.cfg, &self.operator);
+        let cfg = &*self.cfg;
         // Any order: the sinks put records in a deterministic order.
         for st in self.chargers.values_mut() {
-            advance(st, cfg, operator, now, out);
+            advance(st, cfg, now, out);
         }
     }
 
@@ -409,7 +405,7 @@ impl ChargerStages {
             ev.event_time,
             self.watermark,
         );
-        advance(st, cfg, &self.operator, ev.event_time, out);
+        advance(st, cfg, ev.event_time, out);
         // A late event is applied as of the charger's current time.
         let t = ev.event_time.max(st.now);
         link_checks(st, cfg, ev, t, out);
@@ -439,6 +435,7 @@ impl ChargerStages {
                 json!({}),
                 out,
             );
+            back_in_order(&st.id, &st.station.site_id, None, t, out);
         }
         let previously_seen = st.last_seen;
         if t - previously_seen > NOTABLE_SILENCE && !matches!(ev.kind, EventKind::CallResult { .. })
@@ -532,16 +529,20 @@ impl ChargerStages {
                 if cs.is_down() && !was_down && !in_maintenance(&st.maintenance, t) {
                     let facts = json!({"status": status.as_str(), "error_code": error_code.as_str(), "vendor_detail": vendor_detail.as_deref()});
                     let driver = cs.session.as_ref().and_then(|s| s.id_tag.clone());
-                    out_of_order(
-                        &self.operator,
+                    let trigger = NotificationTrigger {
                         driver,
-                        &st.id,
-                        &st.station.site_id,
-                        conn_key,
-                        t,
-                        facts,
-                        out,
-                    );
+                        ..trigger(
+                            NotificationKind::StationOutOfOrder,
+                            &st.id,
+                            &st.station.site_id,
+                            conn_key,
+                            t,
+                            facts,
+                        )
+                    };
+                    out.push(Output::Trigger(Box::new(trigger)));
+                } else if was_down && !cs.is_down() {
+                    back_in_order(&st.id, &st.station.site_id, conn_key, t, out);
                 }
                 if c == 0 {
                     st.charger_status = *status;
@@ -554,17 +555,15 @@ impl ChargerStages {
                         })
                     {
                         cs.last_available_notice = Some(t);
-                        notify(
+                        let trigger = trigger(
                             NotificationKind::StationAvailable,
-                            Audience::Driver,
-                            &self.public,
                             &st.id,
                             &st.station.site_id,
                             Some(c),
                             t,
                             json!({"status": "Available"}),
-                            out,
                         );
+                        out.push(Output::Trigger(Box::new(trigger)));
                     }
                 }
                 if *status != ConnectorStatus::Charging {
@@ -689,17 +688,18 @@ impl ChargerStages {
                                 .id_tag
                                 .clone()
                                 .unwrap_or_else(|| Arc::from(UNKNOWN_DRIVER));
-                            notify(
-                                NotificationKind::ChargingAlmostComplete,
-                                Audience::Driver,
-                                &driver,
-                                &st.id,
-                                &st.station.site_id,
-                                Some(c),
-                                t,
-                                facts,
-                                out,
-                            );
+                            let trigger = NotificationTrigger {
+                                driver: Some(driver),
+                                ..trigger(
+                                    NotificationKind::ChargingAlmostComplete,
+                                    &st.id,
+                                    &st.station.site_id,
+                                    Some(c),
+                                    t,
+                                    facts,
+                                )
+                            };
+                            out.push(Output::Trigger(Box::new(trigger)));
                         }
                     }
                     // stuck_session bookkeeping: the timer fires in `advance`
@@ -817,16 +817,18 @@ impl ChargerStages {
                     if !was_down && !in_maintenance(&st.maintenance, t) {
                         let driver = cs.session.as_ref().and_then(|s| s.id_tag.clone());
                         let facts = json!({"error_code": code.as_ref(), "source": "NotifyEvent"});
-                        out_of_order(
-                            &self.operator,
+                        let trigger = NotificationTrigger {
                             driver,
-                            &st.id,
-                            &st.station.site_id,
-                            conn_key,
-                            t,
-                            facts,
-                            out,
-                        );
+                            ..trigger(
+                                NotificationKind::StationOutOfOrder,
+                                &st.id,
+                                &st.station.site_id,
+                                conn_key,
+                                t,
+                                facts,
+                            )
+                        };
+                        out.push(Output::Trigger(Box::new(trigger)));
                     }
                 } else if cs.status != Some(ConnectorStatus::Faulted) {
                     // Cleared, and the status does not say Faulted either.
@@ -839,6 +841,9 @@ impl ChargerStages {
                         json!({"cleared": code.as_ref()}),
                         out,
                     );
+                }
+                if was_down && !cs.is_down() {
+                    back_in_order(&st.id, &st.station.site_id, conn_key, t, out);
                 }
                 if c == 0 {
                     st.charger_fault_active = *active;
@@ -922,45 +927,6 @@ impl ChargerStages {
                 }
             }
         }
-    }
-}
-
-/// `station_out_of_order` to the operator, and to the driver of a session in progress.
-#[allow(clippy::too_many_arguments)]
-fn out_of_order(
-    operator: &Arc<str>,
-    driver: Option<Arc<str>>,
-    charge_point_id: &Arc<str>,
-    site_id: &Arc<str>,
-    connector: Option<u32>,
-    at: Millis,
-    facts: serde_json::Value,
-    out: &mut Vec<Output>,
-) {
-    let kind = NotificationKind::StationOutOfOrder;
-    notify(
-        kind,
-        Audience::Operator,
-        operator,
-        charge_point_id,
-        site_id,
-        connector,
-        at,
-        facts.clone(),
-        out,
-    );
-    if let Some(driver) = driver {
-        notify(
-            kind,
-            Audience::Driver,
-            &driver,
-            charge_point_id,
-            site_id,
-            connector,
-            at,
-            facts,
-            out,
-        );
     }
 }
 
@@ -1352,13 +1318,7 @@ fn price(
 }
 
 /// Fires a charger's timers due at or before `now`, in time order.
-fn advance(
-    st: &mut ChargerState,
-    cfg: &StageConfig,
-    operator: &Arc<str>,
-    now: Millis,
-    out: &mut Vec<Output>,
-) {
+fn advance(st: &mut ChargerState, cfg: &StageConfig, now: Millis, out: &mut Vec<Output>) {
     loop {
         let mut next = Timer::HealthWindow(st.health.window_start + cfg.health_window);
         let mut consider = |t: Timer| {
@@ -1424,17 +1384,15 @@ fn advance(
                 let last_seen = st.last_seen;
                 update_uptime(st, cfg, last_seen, out);
                 if opened.is_some() && !in_maintenance(&st.maintenance, at) {
-                    notify(
+                    let trigger = trigger(
                         NotificationKind::StationOutOfOrder,
-                        Audience::Operator,
-                        operator,
                         &st.id,
                         &st.station.site_id,
                         None,
                         at,
                         json!({"cause": "communication_lost", "last_message": format_rfc3339(st.last_seen)}),
-                        out,
                     );
+                    out.push(Output::Trigger(Box::new(trigger)));
                 }
             }
             Timer::Stuck(at, c) => {
@@ -1462,31 +1420,19 @@ fn advance(
                 let at = at.max(st.first_seen);
                 if at < m.start.0 {
                     let facts = json!({"start": format_rfc3339(m.start.0), "end": format_rfc3339(m.end.0), "reason": m.reason});
-                    notify(
-                        NotificationKind::MaintenanceUpcoming,
-                        Audience::Operator,
-                        operator,
-                        &st.id,
-                        &st.station.site_id,
-                        None,
-                        at,
-                        facts.clone(),
-                        out,
-                    );
                     let since = at - cfg.notifications.recent_users_within.0;
-                    for user in st.recent.between(since, at) {
-                        notify(
+                    let trigger = NotificationTrigger {
+                        recent_users: st.recent.between(since, at),
+                        ..trigger(
                             NotificationKind::MaintenanceUpcoming,
-                            Audience::Driver,
-                            &user,
                             &st.id,
                             &st.station.site_id,
                             None,
                             at,
-                            facts.clone(),
-                            out,
-                        );
-                    }
+                            facts,
+                        )
+                    };
+                    out.push(Output::Trigger(Box::new(trigger)));
                 }
             }
         }

@@ -1,67 +1,142 @@
-//! Notifications for drivers and operators.
+//! Notifications for drivers and operators: who is told what, and when.
 //!
-//! Owns: who is told what, and the notification ids. Triggers (called by `charger`):
-//! - `station_available`: a connector becomes Available after being in another state; to the
-//!   app's public availability feed (`recipient = "public"`, audience driver); at most one per
-//!   connector per `available_min_interval` (a flapping connector does not spam);
-//! - `charging_almost_complete`: once per session, when the SoC reaches
-//!   `almost_complete_soc_pct` or the estimated time to full (SoC trend) falls below
-//!   `almost_complete_eta`; for chargers without SoC, when the power has tapered below 40 %
-//!   of the session's peak (≥ 1 kW) — the CV phase; to the session's driver (`recipient` =
-//!   the id tag);
-//! - `station_out_of_order`: a connector becomes Faulted or Unavailable outside a scheduled
-//!   maintenance window, or the charger loses communication; to the operator, and to the
-//!   driver of a session in progress there;
-//! - `maintenance_upcoming`: `maintenance_lead` before a scheduled window; to the operator and
-//!   to every driver who used the charger within `recent_users_within`.
+//! Owns: turning [`NotificationTrigger`]s (emitted by `charger` when something happened) into
+//! one [`NotificationRecord`] per recipient, the driver watches, hysteresis, rate limits,
+//! quiet hours, and the notification ids. Runs on worker 0 inside the aggregation, in event
+//! time; no I/O (delivery is the sinks' job).
+//!
+//! Who gets what:
+//! - `station_available` (a connector became Available after another state; the charger stage
+//!   sends at most one per connector per `available_min_interval`): the drivers watching the
+//!   charger or its site, and the public feed when `public_feed` is on;
+//! - `charging_almost_complete` (once per session: SoC reached `almost_complete_soc_pct`, or
+//!   the estimated time to full fell below `almost_complete_eta`, or, without SoC, the power
+//!   tapered below 40 % of the session's peak): the session's driver;
+//! - `station_out_of_order` (a connector or the charger went Faulted or Unavailable, or lost
+//!   communication, outside scheduled maintenance): the operator, the driver of a session in
+//!   progress there, and the watchers;
+//! - `maintenance_upcoming` (`maintenance_lead` before a scheduled window): the operator, the
+//!   drivers who used the charger within `recent_users_within`, and the watchers.
+//!
+//! A driver is told once even if they are several of these at once. For drivers only:
+//! - **hysteresis**: the same kind about the same connector at most once per
+//!   `repeat_min_interval` (a flapping station does not spam);
+//! - **rate limit**: at most `driver_max_per_hour` notifications in any hour;
+//! - **quiet hours** (site-local): the kinds listed are held until the quiet hours end, and a
+//!   held station state (available / out of order) is replaced by a later one about the same
+//!   connector, so the driver wakes up to the current state only.
+//!
+//! Suppressed notifications are counted by kind and reason ([`NotificationRouter::take_suppressed`]).
+//! Operator notifications are never held, limited or suppressed.
 //!
 //! Ids are `stable_id(kind, charger, connector, event time, recipient)`: the same trigger
 //! always yields the same id, so a replay or a retry can be deduplicated downstream.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use serde_json::Value;
+use chrono::{Offset, TimeZone, Timelike};
+use serde::{Deserialize, Serialize};
 
-use crate::model::{stable_id, Audience, Millis, NotificationKind, NotificationRecord, Output};
+use crate::config::NotificationConfig;
+use crate::model::{
+    stable_id, Audience, BackInOrder, Millis, NotificationKind, NotificationRecord,
+    NotificationTrigger, Output, WatchAction, WatchEvent, WatchTarget,
+};
+use crate::stages::Reference;
 
 pub const PUBLIC: &str = "public";
 pub const OPERATOR: &str = "operator";
 
-#[allow(clippy::too_many_arguments)]
-pub fn notify(
+const HOUR: Millis = 3_600_000;
+
+/// A trigger with no particular driver.
+pub fn trigger(
     kind: NotificationKind,
-    audience: Audience,
-    recipient: &Arc<str>,
     charge_point_id: &Arc<str>,
     site_id: &Arc<str>,
     connector_id: Option<u32>,
     at: Millis,
-    facts: Value,
-    out: &mut Vec<Output>,
-) {
-    let conn = connector_id.map_or(String::new(), |c| c.to_string());
-    let id = stable_id(&[
-        kind.as_str(),
-        charge_point_id,
-        &conn,
-        &at.to_string(),
-        recipient,
-    ]);
-    out.push(Output::Notification(NotificationRecord {
-        id,
+    facts: serde_json::Value,
+) -> NotificationTrigger {
+    NotificationTrigger {
         kind,
-        audience,
-        recipient: recipient.clone(),
         charge_point_id: charge_point_id.clone(),
         site_id: site_id.clone(),
         connector_id,
         event_time: at,
         facts,
+        driver: None,
+        recent_users: Vec::new(),
+    }
+}
+
+pub fn back_in_order(
+    charge_point_id: &Arc<str>,
+    site_id: &Arc<str>,
+    connector_id: Option<u32>,
+    at: Millis,
+    out: &mut Vec<Output>,
+) {
+    out.push(Output::BackInOrder(BackInOrder {
+        charge_point_id: charge_point_id.clone(),
+        site_id: site_id.clone(),
+        connector_id,
+        event_time: at,
     }));
 }
 
+/// One notification for one recipient, with its stable id.
+pub fn record(
+    t: &NotificationTrigger,
+    audience: Audience,
+    recipient: &Arc<str>,
+) -> NotificationRecord {
+    let conn = t.connector_id.map_or(String::new(), |c| c.to_string());
+    let id = stable_id(&[
+        t.kind.as_str(),
+        &t.charge_point_id,
+        &conn,
+        &t.event_time.to_string(),
+        recipient,
+    ]);
+    NotificationRecord {
+        id,
+        kind: t.kind,
+        audience,
+        recipient: recipient.clone(),
+        charge_point_id: t.charge_point_id.clone(),
+        site_id: t.site_id.clone(),
+        connector_id: t.connector_id,
+        event_time: t.event_time,
+        facts: t.facts.clone(),
+        held_until: None,
+    }
+}
+
+/// Why a notification was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Suppressed {
+    /// The same kind about the same connector within `repeat_min_interval`.
+    Repeat,
+    /// Over `driver_max_per_hour`.
+    RateLimit,
+    /// Held for quiet hours and replaced by a later state of the same connector.
+    Superseded,
+}
+
+impl Suppressed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suppressed::Repeat => "repeat",
+            Suppressed::RateLimit => "rate_limit",
+            Suppressed::Superseded => "superseded",
+        }
+    }
+}
+
 /// Distinct recent drivers of a charger, newest last, bounded.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct RecentUsers {
     users: Vec<(Millis, Arc<str>)>,
 }
@@ -90,35 +165,393 @@ impl RecentUsers {
     }
 }
 
+/// The kinds a watcher can get, as a bit mask.
+fn kind_bit(k: NotificationKind) -> u8 {
+    match k {
+        NotificationKind::StationAvailable => 1,
+        NotificationKind::StationOutOfOrder => 2,
+        NotificationKind::MaintenanceUpcoming => 4,
+        NotificationKind::ChargingAlmostComplete => 0,
+    }
+}
+const ALL_WATCHABLE: u8 = 7;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Watch {
+    kinds: u8,
+    expires: Option<Millis>,
+}
+
+/// A driver notification held for quiet hours, keyed so that a later state of the same
+/// connector replaces it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct HeldKey {
+    recipient: Arc<str>,
+    charge_point_id: Arc<str>,
+    connector_id: Option<u32>,
+    /// Station state kinds share 0 (the latest state wins); maintenance notices keep their
+    /// own id.
+    slot: String,
+}
+
+/// The router's state (worker 0; part of the aggregation's commit snapshot).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct NotificationRouter {
+    watches: BTreeMap<WatchTarget, BTreeMap<Arc<str>, Watch>>,
+    /// Watch events not yet applied, by (timestamp, arrival).
+    pending: BTreeMap<(Millis, u64), WatchEvent>,
+    added: u64,
+    /// Where a Kafka watch source stands (next offset per partition) after what was added.
+    pub watch_positions: BTreeMap<i32, i64>,
+    /// Hysteresis: last time (recipient, charger, connector, kind) was notified.
+    last_sent: BTreeMap<(Arc<str>, Arc<str>, Option<u32>, NotificationKind), Millis>,
+    /// Rate limit: each driver's notification times within the last hour.
+    sent_times: BTreeMap<Arc<str>, VecDeque<Millis>>,
+    /// Held for quiet hours, with their release time.
+    held: BTreeMap<HeldKey, NotificationRecord>,
+    /// Suppressed since the last [`take_suppressed`](Self::take_suppressed).
+    #[serde(skip)]
+    suppressed: BTreeMap<(NotificationKind, Suppressed), u64>,
+    last_prune: Millis,
+}
+
+impl NotificationRouter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Watch events that arrived (a file, or polled from Kafka up to `positions`).
+    pub fn add_watches(
+        &mut self,
+        events: impl IntoIterator<Item = WatchEvent>,
+        positions: &BTreeMap<i32, i64>,
+    ) {
+        for w in events {
+            self.added += 1;
+            self.pending.insert((w.timestamp, self.added), w);
+        }
+        self.watch_positions.clone_from(positions);
+    }
+
+    /// Applies the watch events up to `until` (event time).
+    pub fn apply_watches(&mut self, until: Millis) {
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            let w = entry.remove();
+            let mask = if w.kinds.is_empty() {
+                ALL_WATCHABLE
+            } else {
+                w.kinds.iter().fold(0, |m, k| m | kind_bit(*k))
+            };
+            let of_target = self.watches.entry(w.target.clone()).or_default();
+            match w.action {
+                WatchAction::Watch => {
+                    let e = of_target.entry(w.driver.clone()).or_insert(Watch {
+                        kinds: 0,
+                        expires: None,
+                    });
+                    e.kinds |= mask;
+                    e.expires = w.expires;
+                }
+                WatchAction::Unwatch => {
+                    if let Some(e) = of_target.get_mut(&w.driver) {
+                        e.kinds &= !mask;
+                        if e.kinds == 0 {
+                            of_target.remove(&w.driver);
+                        }
+                    }
+                }
+            }
+            if of_target.is_empty() {
+                self.watches.remove(&w.target);
+            }
+        }
+    }
+
+    /// The drivers watching the trigger's charger or site for its kind at its time, sorted.
+    fn watchers(&self, t: &NotificationTrigger) -> Vec<Arc<str>> {
+        let bit = kind_bit(t.kind);
+        let mut v: Vec<Arc<str>> = [
+            WatchTarget::ChargePoint(t.charge_point_id.clone()),
+            WatchTarget::Site(t.site_id.clone()),
+        ]
+        .iter()
+        .filter_map(|target| self.watches.get(target))
+        .flat_map(|m| m.iter())
+        .filter(|(_, w)| w.kinds & bit != 0 && w.expires.is_none_or(|e| e > t.event_time))
+        .map(|(d, _)| d.clone())
+        .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Turns one trigger into its notifications (some of which may be held for quiet hours).
+    pub fn route(
+        &mut self,
+        t: &NotificationTrigger,
+        cfg: &NotificationConfig,
+        reference: &Reference,
+        out: &mut Vec<Output>,
+    ) {
+        self.apply_watches(t.event_time);
+        let mut drivers: Vec<Arc<str>> = Vec::new();
+        let mut operator = false;
+        match t.kind {
+            NotificationKind::StationAvailable => {
+                drivers = self.watchers(t);
+            }
+            NotificationKind::ChargingAlmostComplete => drivers.extend(t.driver.clone()),
+            NotificationKind::StationOutOfOrder => {
+                operator = true;
+                drivers = self.watchers(t);
+                drivers.extend(t.driver.clone());
+            }
+            NotificationKind::MaintenanceUpcoming => {
+                operator = true;
+                drivers = self.watchers(t);
+                drivers.extend(t.recent_users.iter().cloned());
+            }
+        }
+        drivers.sort();
+        drivers.dedup();
+        if operator {
+            out.push(Output::Notification(record(
+                t,
+                Audience::Operator,
+                &Arc::from(OPERATOR),
+            )));
+        }
+        if t.kind == NotificationKind::StationAvailable && cfg.public_feed {
+            out.push(Output::Notification(record(
+                t,
+                Audience::Driver,
+                &Arc::from(PUBLIC),
+            )));
+        }
+        let quiet_until = cfg
+            .quiet_hours
+            .driver
+            .as_ref()
+            .filter(|q| q.kinds.contains(&t.kind))
+            .and_then(|q| q.minutes().ok())
+            .and_then(|(start, end)| {
+                let tz = reference.station(&t.charge_point_id).time_zone;
+                quiet_end(t.event_time, tz, start, end)
+            });
+        for d in &drivers {
+            if !self.admit(d, t, cfg) {
+                continue;
+            }
+            let mut n = record(t, Audience::Driver, d);
+            match quiet_until {
+                Some(until) => {
+                    n.held_until = Some(until);
+                    self.hold(n);
+                }
+                None => out.push(Output::Notification(n)),
+            }
+        }
+    }
+
+    /// Hysteresis and rate limit for one driver notification; records it when admitted.
+    fn admit(
+        &mut self,
+        driver: &Arc<str>,
+        t: &NotificationTrigger,
+        cfg: &NotificationConfig,
+    ) -> bool {
+        let key = (
+            driver.clone(),
+            t.charge_point_id.clone(),
+            t.connector_id,
+            t.kind,
+        );
+        // Session notices are one per session already; hysteresis is for station states.
+        if t.kind != NotificationKind::ChargingAlmostComplete {
+            if let Some(last) = self.last_sent.get(&key) {
+                if t.event_time - last < cfg.repeat_min_interval.0 && t.event_time >= *last {
+                    self.count(t.kind, Suppressed::Repeat);
+                    return false;
+                }
+            }
+        }
+        let times = self.sent_times.entry(driver.clone()).or_default();
+        while times.front().is_some_and(|s| *s <= t.event_time - HOUR) {
+            times.pop_front();
+        }
+        if times.len() >= cfg.driver_max_per_hour as usize {
+            self.count(t.kind, Suppressed::RateLimit);
+            return false;
+        }
+        times.push_back(t.event_time);
+        self.last_sent.insert(key, t.event_time);
+        true
+    }
+
+    fn hold(&mut self, n: NotificationRecord) {
+        let slot = match n.kind {
+            NotificationKind::StationAvailable | NotificationKind::StationOutOfOrder => {
+                String::new()
+            }
+            _ => n.id.clone(),
+        };
+        let key = HeldKey {
+            recipient: n.recipient.clone(),
+            charge_point_id: n.charge_point_id.clone(),
+            connector_id: n.connector_id,
+            slot,
+        };
+        if let Some(old) = self.held.insert(key, n) {
+            self.count(old.kind, Suppressed::Superseded);
+        }
+    }
+
+    fn count(&mut self, kind: NotificationKind, why: Suppressed) {
+        *self.suppressed.entry((kind, why)).or_default() += 1;
+    }
+
+    /// Event time reached `w`: watches up to it apply, held notifications whose quiet hours
+    /// ended are released, and old hysteresis and rate-limit entries are forgotten.
+    pub fn advance(&mut self, w: Millis, cfg: &NotificationConfig, out: &mut Vec<Output>) {
+        self.apply_watches(w);
+        self.release(|n| n.held_until.is_some_and(|h| h <= w), out);
+        if w - self.last_prune >= HOUR {
+            self.last_prune = w;
+            let keep = cfg.repeat_min_interval.0;
+            self.last_sent.retain(|_, t| w - *t < keep);
+            self.sent_times
+                .retain(|_, v| v.back().is_some_and(|t| w - *t < HOUR));
+            for m in self.watches.values_mut() {
+                m.retain(|_, watch| watch.expires.is_none_or(|e| e > w));
+            }
+            self.watches.retain(|_, m| !m.is_empty());
+        }
+    }
+
+    /// End of a bounded input: what is still held goes out now, stamped with the time it
+    /// should be delivered (`held_until`), rather than vanish with the run.
+    pub fn finish(&mut self, out: &mut Vec<Output>) {
+        self.release(|_| true, out);
+    }
+
+    fn release(&mut self, due: impl Fn(&NotificationRecord) -> bool, out: &mut Vec<Output>) {
+        let keys: Vec<HeldKey> = self
+            .held
+            .iter()
+            .filter(|(_, n)| due(n))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(n) = self.held.remove(&k) {
+                out.push(Output::Notification(n));
+            }
+        }
+    }
+
+    /// Suppression counts since the last call, for metrics.
+    pub fn take_suppressed(&mut self) -> BTreeMap<(NotificationKind, Suppressed), u64> {
+        std::mem::take(&mut self.suppressed)
+    }
+
+    /// Watches in force (targets × drivers), for the run summary.
+    pub fn watch_count(&self) -> usize {
+        self.watches.values().map(|m| m.len()).sum()
+    }
+}
+
+/// If `at` falls in the daily quiet period `[start, end)` (minutes after local midnight;
+/// `end < start` crosses midnight) of zone `tz`, the instant the period ends.
+pub fn quiet_end(at: Millis, tz: chrono_tz::Tz, start: u32, end: u32) -> Option<Millis> {
+    let utc = chrono::DateTime::from_timestamp_millis(at)?;
+    let local = utc.with_timezone(&tz);
+    let minute = local.hour() * 60 + local.minute();
+    let inside = if start < end {
+        minute >= start && minute < end
+    } else {
+        minute >= start || minute < end
+    };
+    if !inside {
+        return None;
+    }
+    // Minutes until the end, counted on the local clock; DST is handled by converting the
+    // local end time back to an instant.
+    let mut day = local.date_naive();
+    if start > end && minute >= start {
+        day = day.succ_opt()?;
+    }
+    let end_local = day.and_hms_opt(end / 60, end % 60, 0)?;
+    let end_instant = match tz.from_local_datetime(&end_local) {
+        chrono::LocalResult::Single(t) => t,
+        chrono::LocalResult::Ambiguous(a, _) => a,
+        // The end falls in a DST gap: an hour later exists.
+        chrono::LocalResult::None => {
+            let later = end_local + chrono::Duration::hours(1);
+            tz.from_local_datetime(&later).earliest()?
+        }
+    };
+    let _ = end_instant.offset().fix();
+    Some(end_instant.timestamp_millis())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::QuietHours;
+
+    fn trig(
+        kind: NotificationKind,
+        cp: &str,
+        conn: Option<u32>,
+        at: Millis,
+    ) -> NotificationTrigger {
+        trigger(
+            kind,
+            &Arc::from(cp),
+            &Arc::from("SITE-1"),
+            conn,
+            at,
+            serde_json::json!({}),
+        )
+    }
+
+    fn watch(driver: &str, target: WatchTarget, action: WatchAction, at: Millis) -> WatchEvent {
+        WatchEvent {
+            driver: Arc::from(driver),
+            action,
+            target,
+            kinds: vec![],
+            timestamp: at,
+            expires: None,
+        }
+    }
+
+    fn recipients(out: &[Output]) -> Vec<(String, Audience)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Notification(n) => Some((n.recipient.to_string(), n.audience)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reference() -> Reference {
+        let cfg: crate::config::DataflowConfig = toml::from_str(
+            "[source]\nkind = \"file\"\npath = \"x\"\n[registry]\ndefault_time_zone = \"UTC\"",
+        )
+        .expect("config");
+        Reference::new(&cfg, &crate::config::Registry::default(), vec![]).expect("reference")
+    }
 
     #[test]
     fn ids_depend_on_recipient_and_trigger() {
-        let cp: Arc<str> = "CP".into();
-        let s: Arc<str> = "S".into();
+        let t = trig(NotificationKind::MaintenanceUpcoming, "CP", None, 5);
         let (a, b): (Arc<str>, Arc<str>) = ("A".into(), "B".into());
-        let mut out = vec![];
-        for r in [&a, &b, &a] {
-            notify(
-                NotificationKind::MaintenanceUpcoming,
-                Audience::Driver,
-                r,
-                &cp,
-                &s,
-                None,
-                5,
-                Value::Null,
-                &mut out,
-            );
-        }
-        let ids: Vec<_> = out
+        let ids: Vec<String> = [&a, &b, &a]
             .iter()
-            .map(|o| match o {
-                Output::Notification(n) => n.id.clone(),
-                _ => unreachable!(),
-            })
+            .map(|r| record(&t, Audience::Driver, r).id)
             .collect();
         assert_ne!(ids[0], ids[1]);
         assert_eq!(ids[0], ids[2]);
@@ -133,5 +566,302 @@ mod tests {
         r.record(10, &b);
         assert_eq!(r.between(0, 100), vec![a.clone(), b.clone()]);
         assert_eq!(r.between(5, 100), vec![b]);
+    }
+
+    #[test]
+    fn watchers_of_charger_and_site_get_station_kinds_in_event_time_order() {
+        let cfg = NotificationConfig::default();
+        let reference = reference();
+        let mut r = NotificationRouter::new();
+        let cp = WatchTarget::ChargePoint(Arc::from("CP-1"));
+        let site = WatchTarget::Site(Arc::from("SITE-1"));
+        r.add_watches(
+            [
+                watch("ALICE", cp.clone(), WatchAction::Watch, 100),
+                watch("BOB", site.clone(), WatchAction::Watch, 100),
+                // Both a charger and a site watcher: told once.
+                watch("CAROL", cp.clone(), WatchAction::Watch, 100),
+                watch("CAROL", site, WatchAction::Watch, 100),
+                // Watches only after the first trigger.
+                watch("DAVE", cp.clone(), WatchAction::Watch, 5_000),
+                WatchEvent {
+                    kinds: vec![NotificationKind::MaintenanceUpcoming],
+                    ..watch("ERIN", cp.clone(), WatchAction::Watch, 100)
+                },
+                watch("ALICE", cp, WatchAction::Unwatch, 9_000),
+            ],
+            &BTreeMap::new(),
+        );
+        let mut out = vec![];
+        r.route(
+            &trig(NotificationKind::StationAvailable, "CP-1", Some(1), 1_000),
+            &cfg,
+            &reference,
+            &mut out,
+        );
+        assert_eq!(
+            recipients(&out),
+            [
+                ("ALICE", Audience::Driver),
+                ("BOB", Audience::Driver),
+                ("CAROL", Audience::Driver)
+            ]
+            .map(|(r, a)| (r.to_string(), a))
+        );
+        out.clear();
+        let mut t = trig(NotificationKind::StationOutOfOrder, "CP-1", Some(2), 10_000);
+        t.driver = Some(Arc::from("ZOE"));
+        r.route(&t, &cfg, &reference, &mut out);
+        assert_eq!(
+            recipients(&out),
+            [
+                ("operator", Audience::Operator),
+                ("BOB", Audience::Driver),
+                ("CAROL", Audience::Driver),
+                ("DAVE", Audience::Driver),
+                ("ZOE", Audience::Driver),
+            ]
+            .map(|(r, a)| (r.to_string(), a))
+        );
+        out.clear();
+        let mut t = trig(NotificationKind::MaintenanceUpcoming, "CP-1", None, 11_000);
+        t.recent_users = vec![Arc::from("BOB"), Arc::from("YAN")];
+        r.route(&t, &cfg, &reference, &mut out);
+        let got = recipients(&out);
+        assert_eq!(got.len(), 6, "{got:?}");
+        assert!(got.contains(&("ERIN".into(), Audience::Driver)));
+        assert!(got.contains(&("YAN".into(), Audience::Driver)));
+        // Another charger of the same site: only the site watchers.
+        out.clear();
+        r.route(
+            &trig(NotificationKind::StationAvailable, "CP-2", Some(1), 12_000),
+            &cfg,
+            &reference,
+            &mut out,
+        );
+        assert_eq!(
+            recipients(&out),
+            [("BOB", Audience::Driver), ("CAROL", Audience::Driver)]
+                .map(|(r, a)| (r.to_string(), a))
+        );
+    }
+
+    #[test]
+    fn expired_watches_stop_and_kind_filters_apply() {
+        let cfg = NotificationConfig::default();
+        let reference = reference();
+        let mut r = NotificationRouter::new();
+        let cp = WatchTarget::ChargePoint(Arc::from("CP-1"));
+        r.add_watches(
+            [WatchEvent {
+                expires: Some(60_000),
+                ..watch("ALICE", cp, WatchAction::Watch, 0)
+            }],
+            &BTreeMap::new(),
+        );
+        let mut out = vec![];
+        r.route(
+            &trig(NotificationKind::StationAvailable, "CP-1", Some(1), 59_999),
+            &cfg,
+            &reference,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        out.clear();
+        r.route(
+            &trig(NotificationKind::StationAvailable, "CP-1", Some(2), 60_000),
+            &cfg,
+            &reference,
+            &mut out,
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn flapping_connector_and_busy_driver_are_limited_but_operator_never() {
+        let cfg = NotificationConfig::default(); // 15 min, 6 per hour
+        let reference = reference();
+        let mut r = NotificationRouter::new();
+        r.add_watches(
+            [watch(
+                "ALICE",
+                WatchTarget::Site(Arc::from("SITE-1")),
+                WatchAction::Watch,
+                0,
+            )],
+            &BTreeMap::new(),
+        );
+        let mut out = vec![];
+        // Connector 1 out of order every minute for 10 minutes.
+        for i in 0..10 {
+            r.route(
+                &trig(
+                    NotificationKind::StationOutOfOrder,
+                    "CP-1",
+                    Some(1),
+                    60_000 * (i + 1),
+                ),
+                &cfg,
+                &reference,
+                &mut out,
+            );
+        }
+        let to =
+            |out: &[Output], who: &str| recipients(out).iter().filter(|(r, _)| r == who).count();
+        assert_eq!((to(&out, "ALICE"), to(&out, "operator")), (1, 10));
+        // 20 different connectors within the hour: the driver gets 6 in all.
+        for c in 0..20 {
+            r.route(
+                &trig(
+                    NotificationKind::StationAvailable,
+                    "CP-9",
+                    Some(c + 1),
+                    700_000 + c as Millis,
+                ),
+                &cfg,
+                &reference,
+                &mut out,
+            );
+        }
+        assert_eq!(to(&out, "ALICE"), 6);
+        let s = r.take_suppressed();
+        assert_eq!(
+            s[&(NotificationKind::StationOutOfOrder, Suppressed::Repeat)],
+            9
+        );
+        assert_eq!(
+            s[&(NotificationKind::StationAvailable, Suppressed::RateLimit)],
+            15
+        );
+        // An hour later the driver hears again.
+        out.clear();
+        r.route(
+            &trig(
+                NotificationKind::StationAvailable,
+                "CP-9",
+                Some(1),
+                700_000 + HOUR,
+            ),
+            &cfg,
+            &reference,
+            &mut out,
+        );
+        assert_eq!(to(&out, "ALICE"), 1);
+    }
+
+    #[test]
+    fn quiet_hours_hold_driver_notifications_and_keep_only_the_latest_state() {
+        let mut cfg = NotificationConfig::default();
+        cfg.quiet_hours.driver = Some(QuietHours {
+            start: "22:00".into(),
+            end: "07:00".into(),
+            kinds: crate::config::NotificationConfig::default()
+                .quiet_hours
+                .driver
+                .map_or_else(
+                    || {
+                        vec![
+                            NotificationKind::StationAvailable,
+                            NotificationKind::StationOutOfOrder,
+                            NotificationKind::MaintenanceUpcoming,
+                        ]
+                    },
+                    |q| q.kinds,
+                ),
+        });
+        cfg.repeat_min_interval = crate::config::Duration(0);
+        let reference = reference(); // UTC
+        let mut r = NotificationRouter::new();
+        r.add_watches(
+            [watch(
+                "ALICE",
+                WatchTarget::ChargePoint(Arc::from("CP-1")),
+                WatchAction::Watch,
+                0,
+            )],
+            &BTreeMap::new(),
+        );
+        let night = 1_767_650_400_000; // 2026-01-05T22:00:00Z
+        let morning = night + 9 * HOUR;
+        let mut out = vec![];
+        r.route(
+            &trig(
+                NotificationKind::StationOutOfOrder,
+                "CP-1",
+                Some(1),
+                night + 60_000,
+            ),
+            &cfg,
+            &reference,
+            &mut out,
+        );
+        // The operator hears at once; the driver's is held.
+        assert_eq!(
+            recipients(&out),
+            [("operator".to_string(), Audience::Operator)]
+        );
+        out.clear();
+        r.route(
+            &trig(
+                NotificationKind::StationAvailable,
+                "CP-1",
+                Some(1),
+                night + 2 * HOUR,
+            ),
+            &cfg,
+            &reference,
+            &mut out,
+        );
+        let mut t = trig(
+            NotificationKind::ChargingAlmostComplete,
+            "CP-1",
+            Some(2),
+            night + 3 * HOUR,
+        );
+        t.driver = Some(Arc::from("ALICE"));
+        r.route(&t, &cfg, &reference, &mut out);
+        // Her own session's notice is not held.
+        assert_eq!(recipients(&out), [("ALICE".to_string(), Audience::Driver)]);
+        out.clear();
+        r.advance(morning - 1, &cfg, &mut out);
+        assert!(out.is_empty());
+        r.advance(morning, &cfg, &mut out);
+        let released: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Notification(n) => Some((n.kind, n.held_until, n.event_time)),
+                _ => None,
+            })
+            .collect();
+        // Only the latest state of connector 1, stamped with the end of the quiet hours.
+        assert_eq!(
+            released,
+            [(
+                NotificationKind::StationAvailable,
+                Some(morning),
+                night + 2 * HOUR
+            )]
+        );
+        assert_eq!(
+            r.take_suppressed()[&(NotificationKind::StationOutOfOrder, Suppressed::Superseded)],
+            1
+        );
+    }
+
+    #[test]
+    fn quiet_period_end_follows_the_local_clock() {
+        let ny: chrono_tz::Tz = chrono_tz::America::New_York;
+        // 2026-03-08 (DST starts at 02:00 local): 23:30 EST on the 7th = 04:30Z on the 8th.
+        let at = 1_772_944_200_000;
+        // 07:00 EDT on the 8th = 11:00Z.
+        assert_eq!(quiet_end(at, ny, 22 * 60, 7 * 60), Some(1_772_967_600_000));
+        // 12:00 local is not quiet.
+        assert_eq!(quiet_end(at + 12 * HOUR, ny, 22 * 60, 7 * 60), None);
+        // Same-day period 13:00–15:00 UTC.
+        let noon = 1_767_614_400_000 + HOUR; // 2026-01-05T13:00Z
+        assert_eq!(
+            quiet_end(noon, chrono_tz::UTC, 13 * 60, 15 * 60),
+            Some(noon + 2 * HOUR)
+        );
     }
 }
