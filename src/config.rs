@@ -268,6 +268,10 @@ pub struct SimulatorConfig {
     /// Meter sample interval during sessions.
     #[serde(default = "defaults::sim_meter")]
     pub meter_interval: Duration,
+    /// Run until stopped (Ctrl-C, SIGTERM): after `hours`, the same fleet goes on with the
+    /// next `hours`, newly planned, forever. Labels are written for the first range only.
+    #[serde(default)]
+    pub until_stopped: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -284,6 +288,7 @@ impl Default for SimulatorConfig {
             labels: None,
             heartbeat_interval: defaults::sim_heartbeat(),
             meter_interval: defaults::sim_meter(),
+            until_stopped: false,
         }
     }
 }
@@ -358,14 +363,34 @@ pub struct MetricsConfig {
     /// `HOST:PORT`; empty disables the endpoint.
     #[serde(default = "defaults::metrics_addr")]
     pub addr: String,
+    /// Per-charger series: `off` (the default: per-site series only), or `worst`: the health
+    /// score of the `per_charger_limit` worst chargers.
+    #[serde(default)]
+    pub per_charger: PerCharger,
+    /// How many chargers `per_charger = "worst"` exports (bounds the series count).
+    #[serde(default = "defaults::per_charger_limit")]
+    pub per_charger_limit: usize,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             addr: defaults::metrics_addr(),
+            per_charger: PerCharger::Off,
+            per_charger_limit: defaults::per_charger_limit(),
         }
     }
+}
+
+/// `[metrics] per_charger`: which chargers get series of their own.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PerCharger {
+    /// None: every series is per site or fleet-wide.
+    #[default]
+    Off,
+    /// The `per_charger_limit` chargers with the lowest health score.
+    Worst,
 }
 
 /// Reference data: which site and tariff each charger has, which payment method each token.
@@ -1179,6 +1204,9 @@ mod defaults {
     }
     pub fn metrics_addr() -> String {
         "127.0.0.1:9464".into()
+    }
+    pub fn per_charger_limit() -> usize {
+        50
     }
     pub fn default_site() -> String {
         "unassigned".into()

@@ -231,12 +231,14 @@ fn anomalies_notifications_and_dead_letters_go_to_their_topics() {
     let traffic = dir.join("traffic.jsonl");
     std::fs::write(&traffic, &text).unwrap();
     let broker = Broker::start(&dir.join("broker"));
-    for t in ["anomalies", "notifications", "dead-letters"] {
+    for t in ["anomalies", "notifications", "dead-letters", "driver-app"] {
         broker.create_topic(t, 2);
     }
+    // A notification route: the drivers' notifications to a topic of their own.
     let extra = format!(
         "[output.kafka]\nbrokers = {:?}\nanomalies_topic = \"anomalies\"\n\
-         notifications_topic = \"notifications\"\ndead_letter_topic = \"dead-letters\"\n",
+         notifications_topic = \"notifications\"\ndead_letter_topic = \"dead-letters\"\n\
+         [[notifications.routes]]\nname = \"driver-app\"\naudience = \"driver\"\nkafka = \"driver-app\"\n",
         broker.addr()
     );
     let dataflow = file_dataflow(&dir, &traffic, Some(&dir.join("registry.json")), &extra);
@@ -296,6 +298,23 @@ fn anomalies_notifications_and_dead_letters_go_to_their_topics() {
             }
         }
     }
+    // The route's topic has exactly the drivers' notifications, keyed by recipient.
+    let mut drivers: Vec<String> = std::fs::read_to_string(out.join("notifications.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(r#""audience":"driver""#))
+        .map(str::to_string)
+        .collect();
+    assert!(!drivers.is_empty());
+    let records = broker.read_all("driver-app");
+    for (_, _, key, value) in &records {
+        let v: serde_json::Value = serde_json::from_str(value).unwrap();
+        assert_eq!(key.as_deref(), v["recipient"].as_str());
+    }
+    let mut values: Vec<String> = records.into_iter().map(|r| r.3).collect();
+    drivers.sort();
+    values.sort();
+    assert_eq!(values, drivers, "driver-app: the drivers' notifications");
 }
 
 #[test]

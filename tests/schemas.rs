@@ -50,6 +50,9 @@ reason = "inspection"
 site_id = "SITE-003"
 start = "2026-01-05T20:00:00Z"
 end = "2026-01-05T21:00:00Z"
+
+[notifications]
+watches = "watches.jsonl"
 "#;
 
 fn run(cmd: &mut Command) -> Output {
@@ -145,8 +148,14 @@ fn evflow_files_match_the_schemas() {
             &p("labels.jsonl"),
             "--registry",
             &p("registry.json"),
+            "--watches",
+            &p("watches.jsonl"),
         ],
     );
+    // A bad watch line is dead-lettered too.
+    let mut watches = fs::read(dir.join("watches.jsonl")).unwrap();
+    watches.extend_from_slice(b"{\"driver\":\"X\",\"action\":\"watch\"}\n");
+    fs::write(dir.join("watches.jsonl"), watches).unwrap();
     let mut valid = fs::read(dir.join("traffic.jsonl")).unwrap();
     valid.extend_from_slice(EXTRA_VALID.as_bytes());
     fs::write(dir.join("valid.jsonl"), &valid).unwrap();
@@ -180,11 +189,10 @@ fn evflow_files_match_the_schemas() {
     // The bad lines, plus the simulator's deliberately malformed frames (bad_payload).
     assert!(dead.len() >= BAD.len(), "{dead:#?}");
     // schema_violation only exists in strict mode (tests/strict.rs); this run is tolerant.
-    // bad_payment_event needs a payments file (tests/revenue.rs), bad_watch_event a watches
-    // input (`watch_events_match_their_schema` below checks the schema's side).
+    // bad_payment_event needs a payments file (tests/revenue.rs).
     let want: BTreeSet<String> = names(&DeadLetterReason::ALL)
         .into_iter()
-        .filter(|r| r != "schema_violation" && r != "bad_payment_event" && r != "bad_watch_event")
+        .filter(|r| r != "schema_violation" && r != "bad_payment_event")
         .collect();
     assert_eq!(field_set(&dead, "reason"), want);
     let anomalies = lines(&out.join("anomalies.jsonl"));

@@ -18,12 +18,11 @@ pub mod webhook;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
 use crate::config::RouteConfig;
-use crate::metrics::{label, labels2, Metrics};
-use crate::model::{AnomalyState, HealthComponent, HealthLevel, Output};
+use crate::metrics::{labels2, Metrics};
+use crate::model::{AnomalyState, Output};
 use jsonl::JsonlWriter;
 use parquet::{
     ChargingPeriodsWriter, HealthWriter, OutagesWriter, RevenueWriter, SessionsWriter, UptimeWriter,
@@ -307,25 +306,7 @@ impl OutputSinks {
                         .revenue_excl_vat
                         .entry(s.currency.to_string())
                         .or_default() += s.total_excl_vat;
-                    let m = &self.metrics;
-                    m.sessions
-                        .get_or_create(&labels2(
-                            "site_id",
-                            &*s.site_id,
-                            "payment_method",
-                            &*s.payment_method,
-                        ))
-                        .inc();
-                    m.energy_wh
-                        .get_or_create(&label("site_id", &*s.site_id))
-                        .inc_by(s.energy_wh.max(0) as f64);
-                    let cur = labels2("site_id", &*s.site_id, "currency", &*s.currency);
-                    m.revenue_excl_vat
-                        .get_or_create(&cur)
-                        .inc_by(s.total_excl_vat.to_f64().unwrap_or(0.0).max(0.0));
-                    m.revenue_incl_vat
-                        .get_or_create(&cur)
-                        .inc_by(s.total_incl_vat.to_f64().unwrap_or(0.0).max(0.0));
+                    self.metrics.session_finished(&s);
                     for p in parquet::period_rows(&s) {
                         self.charging_periods.push(p);
                     }
@@ -337,39 +318,12 @@ impl OutputSinks {
                 }
                 Output::Health(h) => {
                     self.summary.health_rows += 1;
-                    if h.level == HealthLevel::Site {
-                        self.metrics
-                            .health_score
-                            .get_or_create(&label("site_id", &*h.site_id))
-                            .set(h.score);
-                        let values = [
-                            h.availability,
-                            h.heartbeat_regularity,
-                            h.session_success,
-                            h.error_free,
-                            h.anomaly_free,
-                        ];
-                        for (c, v) in HealthComponent::ALL.into_iter().zip(values) {
-                            self.metrics
-                                .health_component
-                                .get_or_create(&labels2(
-                                    "site_id",
-                                    &*h.site_id,
-                                    "component",
-                                    c.as_str(),
-                                ))
-                                .set(v);
-                        }
-                    }
+                    self.metrics.health_row(&h);
                     self.health.push(h);
                 }
                 Output::Anomaly(a) => {
-                    count_state(
-                        &mut self.summary.anomalies,
-                        (&self.metrics.anomalies, &self.metrics.anomalies_open),
-                        a.kind.as_str(),
-                        a.state,
-                    );
+                    count_opened(&mut self.summary.anomalies, a.kind.as_str(), a.state);
+                    self.metrics.anomaly_record(&a);
                     self.anomalies.write(&a)?;
                     if let Some(k) = self.kafka.as_mut() {
                         k.anomaly(&a.charge_point_id, &a)?;
@@ -479,39 +433,17 @@ impl OutputSinks {
 
 impl OutputSinks {
     fn write_leakage(&mut self, l: crate::model::LeakageRecord) -> Result<(), SinkError> {
-        count_state(
-            &mut self.summary.leakage,
-            (&self.metrics.leakage, &self.metrics.leakage_open),
-            l.kind.as_str(),
-            l.state,
-        );
+        count_opened(&mut self.summary.leakage, l.kind.as_str(), l.state);
+        self.metrics.leakage_record(&l);
         self.leakage.write(&l)
     }
 }
 
-type KindFamily<M> = prometheus_client::metrics::family::Family<Vec<(&'static str, String)>, M>;
-
-/// Counts a record that opens or resolves (anomalies, leakage): opened per kind in the summary
-/// and the `_total` counter, open now in the gauge.
-fn count_state(
-    summary: &mut BTreeMap<String, u64>,
-    (opened, open): (
-        &KindFamily<prometheus_client::metrics::counter::Counter>,
-        &KindFamily<prometheus_client::metrics::gauge::Gauge>,
-    ),
-    kind: &str,
-    state: AnomalyState,
-) {
-    let labels = label("kind", kind);
-    match state {
-        AnomalyState::Open => {
-            *summary.entry(kind.to_string()).or_default() += 1;
-            opened.get_or_create(&labels).inc();
-            open.get_or_create(&labels).inc();
-        }
-        AnomalyState::Resolved => {
-            open.get_or_create(&labels).dec();
-        }
+/// Counts a record that opens (anomalies, leakage) per kind in the summary; resolving
+/// records are not counted.
+fn count_opened(summary: &mut BTreeMap<String, u64>, kind: &str, state: AnomalyState) {
+    if state == AnomalyState::Open {
+        *summary.entry(kind.to_string()).or_default() += 1;
     }
 }
 

@@ -36,11 +36,19 @@
 //! two within an hour); 10 % of chargers delay a heartbeat a few times a day (a silence of
 //! 1.0–1.5 heartbeat intervals while idle).
 //!
+//! Live (`until_stopped`): when the simulated range ends, the same fleet (layout, registry,
+//! tokens, clocks) goes on with the next range of `hours`, planned anew with a seed derived
+//! from the range number: each range's sessions end 10 min before its end, registers carry
+//! over, transaction ids get `range × 10¹²` added, and no charger reboots at a range start.
+//! Chunk times (and so seqs) keep counting across ranges. [`stop`] ends the source at the
+//! next chunk (the binary calls it on Ctrl-C/SIGTERM), so the run ends as a bounded one does.
+//!
 //! Sequence numbers: `seq = slice << 40 | charger_index << 20 | k`, where `k` counts the
 //! charger's lines within the slice in emission order. Unique over the run and independent of
 //! the number of workers; limits: < 2²⁴ slices, < 2²⁰ chargers, < 2²⁰ lines per charger per
 //! slice. Seqs break ties only; lines within a chunk are ordered by receive time.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +69,24 @@ pub const DEFAULT_SLICE_MS: Millis = 60_000;
 pub const MAX_CHARGERS: u32 = (1 << 20) - 1;
 const SEQ_CHARGER_SHIFT: u32 = 20;
 const SEQ_SLICE_SHIFT: u32 = 40;
+/// Live mode: added to transaction ids per range (a range's ids stay below it).
+const TX_PER_RANGE: i64 = 1_000_000_000_000;
+/// Live mode: sessions end this long before the end of their range, so that none spans two
+/// independently planned ranges.
+const RANGE_END_QUIET: Millis = 10 * MINUTE;
+
+/// Set by [`stop`]: every simulator source ends at its next chunk.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Ends every simulator source of this process at its next chunk: the run then finishes as
+/// a bounded run does (windows flushed, outputs written, summary). For Ctrl-C/SIGTERM.
+pub fn stop() {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn stopping() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Randomness
@@ -515,6 +541,8 @@ struct ChargerPlan {
     lapses: Vec<(Millis, Millis)>,
     /// Error frames (noise and `message_errors` faults), in time order.
     errs: Vec<ErrFrame>,
+    /// Each connector's register after its last session, Wh (where the next range starts).
+    reg_end: Vec<f64>,
 }
 
 impl ChargerPlan {
@@ -591,6 +619,11 @@ struct PlanCtx {
     drivers: u64,
     weight_max: f64,
     heartbeat_ms: Millis,
+    /// The fleet's seed (layout, clocks), where `seed` is this range's.
+    layout_seed: u64,
+    /// Range of a live run (0: the first); `live`: a next range follows.
+    range: u64,
+    live: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -603,6 +636,10 @@ pub struct Fleet {
     start: Millis,
     end: Millis,
     seed: u64,
+    /// Which range of a live run this is (0: the first, or a bounded run).
+    range: u64,
+    /// Live mode: what the next range is planned from.
+    live: Option<Arc<(SimulatorConfig, Vec<MaintenanceWindow>)>>,
     heartbeat_ms: Millis,
     meter_ms: Millis,
     sites: Vec<String>,
@@ -622,8 +659,34 @@ impl Fleet {
     /// Intervals are clamped to ≥ 1 s (heartbeat) and ≥ 10 s (meter), chargers to
     /// [`MAX_CHARGERS`].
     pub fn new(cfg: &SimulatorConfig, maintenance: &[MaintenanceWindow]) -> Fleet {
-        let start = cfg.start.0;
-        let end = start + cfg.hours as Millis * HOUR;
+        Self::plan(cfg, maintenance, 0, None)
+    }
+
+    /// Live mode (`until_stopped`): the same fleet over the next `hours`, planned anew;
+    /// `None` for a bounded run.
+    pub fn next_range(&self) -> Option<Fleet> {
+        let live = self.live.as_ref()?;
+        let (cfg, maintenance) = &**live;
+        Some(Self::plan(cfg, maintenance, self.range + 1, Some(self)))
+    }
+
+    /// Range `range` of the fleet (`prev`: range − 1, whose registers carry over).
+    fn plan(
+        cfg: &SimulatorConfig,
+        maintenance: &[MaintenanceWindow],
+        range: u64,
+        prev: Option<&Fleet>,
+    ) -> Fleet {
+        let span = cfg.hours as Millis * HOUR;
+        let start = cfg.start.0 + range as Millis * span;
+        let end = start + span;
+        // The layout (sites, models, drivers, clocks) comes from the seed; what happens in
+        // a later range from a seed of its own.
+        let plan_seed = if range == 0 {
+            cfg.seed
+        } else {
+            mix64(cfg.seed ^ mix64(range))
+        };
         let heartbeat_ms = cfg.heartbeat_interval.0.max(SECOND);
         let meter_ms = cfg.meter_interval.0.max(10 * SECOND);
         let n = cfg.chargers.min(MAX_CHARGERS) as usize;
@@ -693,7 +756,13 @@ impl Fleet {
         let weight_max = HOURLY_WEIGHT.iter().cloned().fold(0.0, f64::max);
         let weight_mean = HOURLY_WEIGHT.iter().sum::<f64>() / 24.0;
         let basics: Vec<Basics> = (0..n)
-            .map(|i| Basics::draw(cfg.seed, i, models[i], weight_max, weight_mean))
+            .map(|i| {
+                let mut b = Basics::draw(cfg.seed, i, models[i], weight_max, weight_mean);
+                if range > 0 {
+                    b.rng = stream(plan_seed, PURPOSE_PLAN, i as u64);
+                }
+                b
+            })
             .collect();
         let mut site_size = vec![0usize; sites.len()];
         for &s in &site_of {
@@ -709,19 +778,26 @@ impl Fleet {
             .collect();
 
         let reqs = if cfg.faults {
-            place_faults(cfg, start, end, meter_ms, &maint, &facts)
+            let ranged = SimulatorConfig {
+                seed: plan_seed,
+                ..cfg.clone()
+            };
+            place_faults(&ranged, start, end, meter_ms, &maint, &facts)
         } else {
             Vec::new()
         };
 
         let ctx = PlanCtx {
-            seed: cfg.seed,
+            seed: plan_seed,
             start,
             end,
             meter_ms,
             drivers: pool as u64,
             weight_max,
             heartbeat_ms,
+            layout_seed: cfg.seed,
+            range,
+            live: cfg.until_stopped,
         };
         let mut labels = Vec::new();
         let mut chargers = Vec::with_capacity(n);
@@ -737,6 +813,7 @@ impl Fleet {
                 b,
                 &maint[i],
                 &mine,
+                prev.and_then(|p| p.chargers.get(i)).map(|c| &c.reg_end[..]),
                 &mut labels,
             ));
         }
@@ -747,7 +824,11 @@ impl Fleet {
         Fleet {
             start,
             end,
-            seed: cfg.seed,
+            seed: plan_seed,
+            range,
+            live: cfg
+                .until_stopped
+                .then(|| Arc::new((cfg.clone(), maintenance.to_vec()))),
             heartbeat_ms,
             meter_ms,
             sites,
@@ -1208,6 +1289,7 @@ fn plan_charger(
     basics: Basics,
     maint: &[(Millis, Millis)],
     reqs: &[FaultReq],
+    carry: Option<&[f64]>,
     labels: &mut Vec<Label>,
 ) -> ChargerPlan {
     let Basics {
@@ -1236,6 +1318,10 @@ fn plan_charger(
             }),
         },
     ];
+    if ctx.range > 0 {
+        // A later range of a live run continues the running charger: no reboot.
+        sys.remove(0);
+    }
     for &(ws, we) in maint {
         if ws > boot + SECOND && ws < ctx.end {
             sys.push(SysEvent {
@@ -1257,6 +1343,9 @@ fn plan_charger(
         .iter()
         .map(|&(s, e)| (s - 10 * MINUTE, e + 2 * MINUTE))
         .collect();
+    if ctx.live {
+        shared_blocks.push((ctx.end - RANGE_END_QUIET, ctx.end));
+    }
     let nconn = connectors as usize;
     let quiet: Vec<(Millis, Millis)> = reqs
         .iter()
@@ -1397,21 +1486,24 @@ fn plan_charger(
         quiet: &quiet,
     };
     let mut conns: Vec<Vec<Episode>> = Vec::with_capacity(nconn);
+    let mut reg_end = Vec::with_capacity(nconn);
     for c in 0..nconn {
         let mut blocks = shared_blocks.clone();
         blocks.extend_from_slice(&conn_blocks[c]);
         blocks.sort();
         forced[c].sort_by_key(|f| f.0);
-        let sessions = plan_connector(
+        let (sessions, reg) = plan_connector(
             ctx,
             &cctx,
             &mut rng,
             c as u32 + 1,
             boot + 2 * MINUTE,
+            carry.and_then(|r| r.get(c).copied()),
             &blocks,
             &forced[c],
             labels,
         );
+        reg_end.push(reg);
         let mut eps: Vec<Episode> = sessions.into_iter().map(Episode::Session).collect();
         eps.append(&mut faulted[c]);
         eps.sort_by_key(|e| e.begin());
@@ -1430,13 +1522,20 @@ fn plan_charger(
     order.sort();
     for (n, &(_, c, i)) in order.iter().enumerate() {
         if let Episode::Session(s) = &mut conns[c][i] {
-            s.tx_id = (idx as i64 + 1) * 100_000 + n as i64 + 1;
+            s.tx_id = ctx.range as i64 * TX_PER_RANGE + (idx as i64 + 1) * 100_000 + n as i64 + 1;
         }
     }
 
     // Healthy noise, on its own stream, away from the faults.
     let mut chat = stream(ctx.seed, PURPOSE_CHATTER, idx as u64);
     let clock = chat.between(-30 * SECOND, 30 * SECOND);
+    // A charger keeps its clock across the ranges of a live run (a jump would make its
+    // events late).
+    let clock = if ctx.range == 0 {
+        clock
+    } else {
+        stream(ctx.layout_seed, PURPOSE_CHATTER, idx as u64).between(-30 * SECOND, 30 * SECOND)
+    };
     let busy: Vec<(Millis, Millis)> = conns
         .iter()
         .flatten()
@@ -1517,6 +1616,7 @@ fn plan_charger(
         skews,
         lapses,
         errs,
+        reg_end,
     }
 }
 
@@ -1551,11 +1651,14 @@ fn plan_connector(
     rng: &mut Rng,
     conn: u32,
     from: Millis,
+    reg0: Option<f64>,
     blocks: &[(Millis, Millis)],
     forced: &[(Millis, Force)],
     labels: &mut Vec<Label>,
-) -> Vec<SessionPlan> {
-    let mut reg = rng.range(1.0e6, 6.0e7).floor();
+) -> (Vec<SessionPlan>, f64) {
+    // Drawn either way, so that a carried register changes nothing else.
+    let fresh = rng.range(1.0e6, 6.0e7).floor();
+    let mut reg = reg0.unwrap_or(fresh);
     let mut t = from;
     let mut fi = 0;
     let mut out = Vec::new();
@@ -1650,7 +1753,7 @@ fn plan_connector(
             None => t = ta,
         }
     }
-    out
+    (out, reg)
 }
 
 /// When an EV would be full if nothing stopped it (sampled like the emitter samples).
@@ -2383,6 +2486,21 @@ impl ChargerEmitter {
         e
     }
 
+    /// Live mode: goes on with the charger's plan in the next range. The link (message ids,
+    /// receive times, latencies) and the heartbeat schedule carry over.
+    fn next_range(&mut self, fleet: &Fleet) {
+        let plan = &fleet.chargers[self.link.idx as usize];
+        self.sys_i = 0;
+        self.lapse_i = 0;
+        self.err_i = 0;
+        self.conns = plan
+            .conns
+            .iter()
+            .map(|eps| ConnCursor::new(eps, fleet.seed))
+            .collect();
+        self.hb_next = self.skip_outages(plan, self.hb_next, fleet.heartbeat_ms);
+    }
+
     /// A heartbeat due inside an outage moves to one interval after the reboot.
     fn skip_outages(&self, plan: &ChargerPlan, mut t: Millis, hb: Millis) -> Millis {
         for &(s, e) in &plan.outages {
@@ -2780,17 +2898,26 @@ fn write_meter_values(
 struct Worker {
     slice_ms: Millis,
     next: u64,
+    /// The current range's chunks are `first..slices` (live mode: several ranges).
+    first: u64,
     slices: u64,
+    /// Simulated time of the ranges before the current one.
+    done_before: Millis,
     emitters: Vec<ChargerEmitter>,
     out: Out,
+}
+
+/// Chunks that hold a range of `fleet`.
+fn slices_of(fleet: &Fleet, slice_ms: Millis) -> u64 {
+    let span = (fleet.end - fleet.start).max(0);
+    ((span + slice_ms - 1) / slice_ms) as u64
 }
 
 impl Worker {
     fn new(fleet: &Fleet, worker_index: usize, peers: usize, slice_ms: Millis) -> Worker {
         let peers = peers.max(1);
         let slice_ms = slice_ms.max(1);
-        let span = (fleet.end - fleet.start).max(0);
-        let slices = ((span + slice_ms - 1) / slice_ms) as u64;
+        let slices = slices_of(fleet, slice_ms);
         assert!(
             slices < 1 << (64 - SEQ_SLICE_SHIFT),
             "simulator: {slices} slices do not fit the seq scheme; use wider slices"
@@ -2798,7 +2925,9 @@ impl Worker {
         Worker {
             slice_ms,
             next: 0,
+            first: 0,
             slices,
+            done_before: 0,
             emitters: (0..fleet.chargers.len())
                 .filter(|i| i % peers == worker_index)
                 .map(|i| ChargerEmitter::new(fleet, i))
@@ -2807,12 +2936,29 @@ impl Worker {
         }
     }
 
+    /// Live mode: the current range is done; goes on with `fleet`, the next. False when the
+    /// seq scheme has no room for it (after 2²⁴ chunks: 32 years of one-minute chunks).
+    fn next_range(&mut self, fleet: &Fleet) -> bool {
+        let slices = self.slices + slices_of(fleet, self.slice_ms);
+        if slices >= 1 << (64 - SEQ_SLICE_SHIFT) {
+            return false;
+        }
+        self.done_before += (self.slices - self.first) as Millis * self.slice_ms;
+        self.first = self.slices;
+        self.slices = slices;
+        for e in &mut self.emitters {
+            e.next_range(fleet);
+        }
+        true
+    }
+
     fn fill(&mut self, fleet: &Fleet, chunk: &mut Chunk) -> Poll {
-        if self.next >= self.slices {
+        if self.next >= self.slices || stopping() {
             return Poll::End;
         }
         let c = self.next;
-        let until = (fleet.start + (c as Millis + 1) * self.slice_ms).min(fleet.end);
+        let until =
+            (fleet.start + ((c - self.first) as Millis + 1) * self.slice_ms).min(fleet.end);
         self.out.buf.clear();
         self.out.lines.clear();
         for e in &mut self.emitters {
@@ -2837,10 +2983,10 @@ impl Worker {
 
     fn progress(&self, fleet: &Fleet) -> SourceProgress {
         let span = (fleet.end - fleet.start).max(0);
-        let done = (self.next as Millis * self.slice_ms).min(span);
+        let done = ((self.next - self.first) as Millis * self.slice_ms).min(span);
         SourceProgress {
-            done: (done / SECOND) as u64,
-            total: Some((span / SECOND) as u64),
+            done: ((self.done_before + done) / SECOND) as u64,
+            total: fleet.live.is_none().then_some((span / SECOND) as u64),
             unit: "simulated seconds",
         }
     }
@@ -2866,6 +3012,22 @@ impl SimulatorSource {
 
 impl Source for SimulatorSource {
     fn next_chunk(&mut self, chunk: &mut Chunk) -> Result<Poll, SourceError> {
+        if self.worker.next >= self.worker.slices && !stopping() {
+            // Every worker plans the next range itself (the same, from the same inputs):
+            // no coordination, and no fleet kept beyond the one in use.
+            if let Some(next) = self.fleet.next_range() {
+                if self.worker.next_range(&next) {
+                    tracing::debug!(
+                        "simulator: range {} from {}",
+                        next.range,
+                        crate::time::format_rfc3339(next.start)
+                    );
+                    self.fleet = Arc::new(next);
+                } else {
+                    tracing::warn!("simulator: the seq scheme is full; the run ends");
+                }
+            }
+        }
         Ok(self.worker.fill(&self.fleet, chunk))
     }
 

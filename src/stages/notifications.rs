@@ -194,6 +194,9 @@ struct HeldKey {
     slot: String,
 }
 
+/// (recipient, charger, connector, kind)
+type SentKey = (Arc<str>, Arc<str>, Option<u32>, NotificationKind);
+
 /// The router's state (worker 0; part of the aggregation's commit snapshot).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct NotificationRouter {
@@ -203,8 +206,8 @@ pub struct NotificationRouter {
     added: u64,
     /// Where a Kafka watch source stands (next offset per partition) after what was added.
     pub watch_positions: BTreeMap<i32, i64>,
-    /// Hysteresis: last time (recipient, charger, connector, kind) was notified.
-    last_sent: BTreeMap<(Arc<str>, Arc<str>, Option<u32>, NotificationKind), Millis>,
+    /// Hysteresis: last time each (recipient, charger, connector, kind) was notified.
+    last_sent: BTreeMap<SentKey, Millis>,
     /// Rate limit: each driver's notification times within the last hour.
     sent_times: BTreeMap<Arc<str>, VecDeque<Millis>>,
     /// Held for quiet hours, with their release time.
