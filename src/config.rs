@@ -775,6 +775,10 @@ pub struct NotificationConfig {
     /// webhooks, Alertmanager, chosen per kind and audience.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// At the end of a bounded run, how long to wait for webhooks and Alertmanager to
+    /// acknowledge what was sent; what is still pending stays in the outbox for the next run.
+    #[serde(default = "defaults::drain_timeout")]
+    pub drain_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -841,7 +845,7 @@ pub struct RouteConfig {
     pub kafka: Option<String>,
     /// An HTTP webhook (`sinks::webhook::WebhookConfig`).
     #[serde(default)]
-    pub webhook: Option<toml::Table>, // TODO(lead): sinks::webhook::WebhookConfig
+    pub webhook: Option<crate::sinks::webhook::WebhookConfig>,
     /// Alertmanager's v2 API (`sinks::alertmanager::AlertmanagerConfig`): receives the
     /// routed `station_out_of_order` notifications and, with `anomalies`, the anomalies.
     #[serde(default)]
@@ -1328,6 +1332,9 @@ mod defaults {
     }
     pub fn repeat_min_interval() -> Duration {
         Duration(15 * 60_000)
+    }
+    pub fn drain_timeout() -> Duration {
+        Duration(120_000)
     }
     pub fn driver_max_per_hour() -> u32 {
         6

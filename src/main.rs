@@ -123,6 +123,45 @@ enum Command {
     },
 }
 
+/// Ctrl-C or SIGTERM stops a simulator run cleanly: the source ends at its next chunk and
+/// the run finishes as a bounded one does (outputs flushed, summary printed). A second signal
+/// exits at once.
+fn stop_simulator_on_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Registered before returning, so that a signal from now on is ours.
+    let (mut int, mut term) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    std::thread::Builder::new()
+        .name("evflow-signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                for n in 0.. {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    if n == 0 {
+                        tracing::info!(
+                            "stopping: flushing the outputs (signal again to exit at once)"
+                        );
+                        evflow::sources::simulator::stop();
+                    } else {
+                        tracing::warn!("exiting without flushing the outputs");
+                        std::process::exit(130);
+                    }
+                }
+            })
+        })?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -175,7 +214,7 @@ fn main() -> Result<()> {
             } else if !append {
                 clear_outputs(&cfg.output.dir)?;
             }
-            let metrics = Metrics::new();
+            let metrics = Metrics::with_config(&cfg.metrics);
             if !cfg.metrics.addr.is_empty() {
                 let addr = metrics
                     .serve(&cfg.metrics.addr)
@@ -189,6 +228,9 @@ fn main() -> Result<()> {
                 if cfg.strict { ", strict" } else { "" },
                 cfg.output.dir.display()
             );
+            if matches!(cfg.source, SourceConfig::Simulator(_)) {
+                stop_simulator_on_signal()?;
+            }
             let report = dataflow::run(&cfg, &metrics)?;
             print_summary(&report, &cfg.output.dir)?;
         }
@@ -399,6 +441,12 @@ fn print_summary(r: &RunReport, out: &Path) -> Result<()> {
         "  uptime rows      {:>12}   ({} outages)",
         s.uptime_rows, s.outages
     )?;
+    for (route, (delivered, dead, pending)) in &s.deliveries {
+        writeln!(
+            o,
+            "  webhook {route}: {delivered} delivered, {dead} dead-lettered, {pending} pending"
+        )?;
+    }
     writeln!(o, "  outputs in {}/: sessions/ charging_periods/ revenue/ health/ uptime/ outages/ (Parquet), anomalies.jsonl, notifications.jsonl, leakage.jsonl, dead-letter.jsonl", out.display())?;
     writeln!(
         o,

@@ -83,14 +83,7 @@ fn rows(path: &std::path::Path) -> BTreeSet<Row> {
 }
 
 fn row(kind: &str, who: &str, cp: &str, conn: Option<u64>, at: &str) -> Row {
-    (
-        kind.into(),
-        who.into(),
-        cp.into(),
-        conn,
-        at.into(),
-        None,
-    )
+    (kind.into(), who.into(), cp.into(), conn, at.into(), None)
 }
 
 #[test]

@@ -34,17 +34,17 @@ use timely::dataflow::{InputHandleVec, ProbeHandle};
 use crate::config::{DataflowConfig, Registry, SourceConfig};
 use crate::metrics::{label, Metrics};
 use crate::model::{DeadLetter, Event, Output};
+use crate::model::{PaymentEvent, WatchEvent};
 use crate::ocpp::{DecodeOptions, DecodeStats, Decoder};
 use crate::progress::Progress;
 use crate::sinks::kafka::KafkaSink;
 use crate::sinks::{OutputSinks, Summary};
 use crate::sources::file::FileSource;
 use crate::sources::kafka::KafkaSource;
-use crate::model::{PaymentEvent, WatchEvent};
 use crate::sources::side_input::{SideInput, SideInputConsumer};
-use crate::sources::watches::WatchConsumer;
 use crate::sources::simulator::{Fleet, SimulatorSource};
 use crate::sources::stdin::StdinSource;
+use crate::sources::watches::WatchConsumer;
 use crate::sources::{Chunk, Poll, Source, SourceError};
 use crate::stages::charger::ChargerStages;
 use crate::stages::fleet::FleetDetectors;
@@ -561,6 +561,17 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
             c.pass_upstream(source.as_mut(), true, &mut wait)
                 .map_err(|e| e.to_string())?;
         }
+        // Everything is written (and committed): wait for the webhooks to acknowledge it.
+        if let Some(s) = worker_sinks.borrow_mut().as_mut() {
+            s.drain_deliveries(Duration::from_millis(
+                cfg.notifications.drain_timeout.0.max(0) as u64,
+            ));
+            if let Ok(mut slot) = summary_slot.lock() {
+                if let Some(Ok(summary)) = slot.as_mut() {
+                    summary.deliveries = s.summary.deliveries.clone();
+                }
+            }
+        }
         if let Some(c) = payments_live.as_ref() {
             c.commit();
         }
@@ -643,7 +654,10 @@ fn open_side_input<T: SideInput>(
         }
         _ => {}
     }
-    start.bad = bad_lines.into_iter().map(|b| b.into_dead_letter()).collect();
+    start.bad = bad_lines
+        .into_iter()
+        .map(|b| b.into_dead_letter())
+        .collect();
     if !start.bad.is_empty() {
         tracing::warn!(
             "{} {} line(s) not usable (see dead-letter.jsonl)",

@@ -13,7 +13,10 @@ use std::time::Duration;
 /// dead letters), or why there was no status at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Status { code: u16, body: String },
+    Status {
+        code: u16,
+        body: String,
+    },
     /// Connection refused, DNS, TLS, timeout, protocol error.
     Failed(String),
 }
@@ -52,9 +55,7 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
 
 /// POSTs `body` as `application/json` with the extra `headers`.
 pub fn post_json(agent: &ureq::Agent, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Outcome {
-    let mut req = agent
-        .post(url)
-        .header("Content-Type", "application/json");
+    let mut req = agent.post(url).header("Content-Type", "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -111,10 +112,12 @@ pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The wait before retry number `attempt` (1 = after the first failure):
@@ -190,7 +193,10 @@ pub(crate) mod test_server {
 
     impl Server {
         /// Serves on `port` (0: any); `respond(n, req)` gets the request's number (0-based).
-        pub fn start(port: u16, respond: impl Fn(usize, &Request) -> u16 + Send + Sync + 'static) -> Server {
+        pub fn start(
+            port: u16,
+            respond: impl Fn(usize, &Request) -> u16 + Send + Sync + 'static,
+        ) -> Server {
             let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind test server");
             let port = listener.local_addr().expect("addr").port();
             listener.set_nonblocking(true).expect("nonblocking");
@@ -335,7 +341,10 @@ mod tests {
         for attempt in 1..=12 {
             let base = (500u64 << (attempt - 1)).min(60_000) as f64;
             let d = backoff(i, m, attempt, "n-1").as_secs_f64() * 1000.0;
-            assert!(d >= base * 0.8 - 1e-6 && d <= (base * 1.2).min(60_000.0) + 1e-6, "{attempt}: {d}");
+            assert!(
+                d >= base * 0.8 - 1e-6 && d <= (base * 1.2).min(60_000.0) + 1e-6,
+                "{attempt}: {d}"
+            );
             assert_eq!(backoff(i, m, attempt, "n-1"), backoff(i, m, attempt, "n-1"));
         }
         assert_ne!(backoff(i, m, 3, "n-1"), backoff(i, m, 3, "n-2"));

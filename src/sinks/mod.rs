@@ -82,6 +82,8 @@ pub struct Summary {
     pub uptime_rows: u64,
     /// Outages written (`outages/`).
     pub outages: u64,
+    /// Per webhook route at the end of the run: (delivered, dead-lettered, still pending).
+    pub deliveries: BTreeMap<String, (u64, u64, u64)>,
 }
 
 pub struct OutputSinks {
@@ -116,6 +118,7 @@ struct Route {
 enum RouteSink {
     Jsonl(JsonlWriter),
     Kafka(String),
+    Webhook(Box<webhook::WebhookSink>),
 }
 
 impl OutputSinks {
@@ -196,6 +199,14 @@ impl OutputSinks {
                 .map(|(_, l)| *l);
             let sink = if let Some(path) = &r.jsonl {
                 RouteSink::Jsonl(JsonlWriter::open_at(&self.dir.join(path), length)?)
+            } else if let Some(w) = &r.webhook {
+                RouteSink::Webhook(Box::new(webhook::WebhookSink::open(
+                    &r.name,
+                    w,
+                    &self.dir.join("delivery"),
+                    length,
+                    self.metrics.clone(),
+                )?))
             } else if let Some(topic) = &r.kafka {
                 if self.kafka.is_none() {
                     return Err(SinkError::Kafka(format!(
@@ -235,9 +246,12 @@ impl OutputSinks {
         }
         let mut route_lengths = Vec::with_capacity(self.routes.len());
         for r in &mut self.routes {
-            if let RouteSink::Jsonl(w) = &mut r.sink {
-                route_lengths.push((r.cfg.name.clone(), w.sync()?));
-            }
+            let length = match &mut r.sink {
+                RouteSink::Jsonl(w) => w.sync()?,
+                RouteSink::Webhook(w) => w.sync()?,
+                RouteSink::Kafka(_) => continue,
+            };
+            route_lengths.push((r.cfg.name.clone(), length));
         }
         bincode::serialize_into(
             w,
@@ -380,11 +394,30 @@ impl OutputSinks {
             w.flush()?;
         }
         for r in &mut self.routes {
-            if let RouteSink::Jsonl(w) = &mut r.sink {
-                w.flush()?;
+            match &mut r.sink {
+                RouteSink::Jsonl(w) => w.flush()?,
+                RouteSink::Webhook(w) => w.flush()?,
+                RouteSink::Kafka(_) => {}
             }
         }
         Ok(())
+    }
+
+    /// End of a bounded run: waits (at most `max_wait` in all) until the webhooks and
+    /// Alertmanager have acknowledged what was sent, and records the outcome per route in the
+    /// summary. Whatever is still pending stays in the route's outbox for the next run.
+    pub fn drain_deliveries(&mut self, max_wait: std::time::Duration) {
+        let deadline = std::time::Instant::now() + max_wait;
+        for r in std::mem::take(&mut self.routes) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if let RouteSink::Webhook(w) = r.sink {
+                let report = w.drain(left);
+                self.summary.deliveries.insert(
+                    r.cfg.name.clone(),
+                    (report.delivered, report.dead_lettered, report.pending),
+                );
+            }
+        }
     }
 
     /// Sends a notification along every route that wants it. Kafka routes are keyed by the
@@ -393,6 +426,7 @@ impl OutputSinks {
         &mut self,
         n: &crate::model::NotificationRecord,
     ) -> Result<(), SinkError> {
+        let mut json: Option<String> = None;
         for r in &mut self.routes {
             if !r.cfg.wants(n) {
                 continue;
@@ -402,6 +436,17 @@ impl OutputSinks {
                 RouteSink::Kafka(topic) => {
                     if let Some(k) = self.kafka.as_mut() {
                         k.to_topic(topic, &n.recipient, n)?;
+                    }
+                }
+                RouteSink::Webhook(w) => {
+                    if json.is_none() {
+                        json = Some(
+                            serde_json::to_string(n)
+                                .map_err(|e| SinkError::Route(e.to_string()))?,
+                        );
+                    }
+                    if let Some(j) = &json {
+                        w.send(&n.id, j)?;
                     }
                 }
             }

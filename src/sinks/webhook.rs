@@ -164,9 +164,10 @@ impl WebhookConfig {
         let key = match (&self.secret, &self.secret_env) {
             (Some(_), Some(_)) => return Err(bad("set secret or secret_env, not both".into())),
             (Some(s), None) => Some(s.clone()),
-            (None, Some(var)) => Some(std::env::var(var).map_err(|e| {
-                bad(format!("secret_env: environment variable {var}: {e}"))
-            })?),
+            (None, Some(var)) => Some(
+                std::env::var(var)
+                    .map_err(|e| bad(format!("secret_env: environment variable {var}: {e}")))?,
+            ),
             (None, None) => None,
         };
         if key.as_deref() == Some("") {
@@ -811,7 +812,10 @@ fn parse_line(line: &[u8], end: u64) -> Pending {
                 String::new(),
                 body,
                 true,
-                format!("unreadable outbox line at byte {}: {e}", end - line.len() as u64 - 1),
+                format!(
+                    "unreadable outbox line at byte {}: {e}",
+                    end - line.len() as u64 - 1
+                ),
             )
         }
     }
@@ -821,7 +825,10 @@ fn parse_line(line: &[u8], end: u64) -> Pending {
 fn read_cursor(path: &Path) -> u64 {
     match std::fs::read_to_string(path) {
         Ok(s) => s.trim().parse().unwrap_or_else(|_| {
-            tracing::warn!("{}: not a byte offset; delivering from the start", path.display());
+            tracing::warn!(
+                "{}: not a byte offset; delivering from the start",
+                path.display()
+            );
             0
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
@@ -904,7 +911,10 @@ mod tests {
     }
 
     fn line(i: usize) -> String {
-        format!(r#"{{"id":"{}","kind":"station_available","seq":{i},"facts":{{"status":"Available"}}}}"#, id(i))
+        format!(
+            r#"{{"id":"{}","kind":"station_available","seq":{i},"facts":{{"status":"Available"}}}}"#,
+            id(i)
+        )
     }
 
     fn header<'a>(r: &'a Request, name: &str) -> &'a str {
@@ -931,12 +941,18 @@ mod tests {
             by_id.entry(req_id(r)).or_default().push(r.status);
         }
         for i in ids.clone() {
-            let statuses = by_id.get(&id(i)).unwrap_or_else(|| panic!("{} never arrived", id(i)));
+            let statuses = by_id
+                .get(&id(i))
+                .unwrap_or_else(|| panic!("{} never arrived", id(i)));
             let ok = statuses.iter().filter(|s| (200..300).contains(*s)).count();
             assert_eq!(ok, 1, "{}: {statuses:?}", id(i));
             // A duplicate is a retry after a failure: everything before the 2xx failed and
             // nothing came after it.
-            assert!((200..300).contains(statuses.last().unwrap_or(&0)), "{}: {statuses:?}", id(i));
+            assert!(
+                (200..300).contains(statuses.last().unwrap_or(&0)),
+                "{}: {statuses:?}",
+                id(i)
+            );
         }
         let firsts: Vec<usize> = reqs
             .iter()
@@ -970,7 +986,13 @@ mod tests {
         http::hex(&sha(&[&opad, &inner]))
     }
 
-    fn counter(m: &prometheus_client::metrics::family::Family<Vec<(&'static str, String)>, prometheus_client::metrics::counter::Counter>, l: Vec<(&'static str, String)>) -> u64 {
+    fn counter(
+        m: &prometheus_client::metrics::family::Family<
+            Vec<(&'static str, String)>,
+            prometheus_client::metrics::counter::Counter,
+        >,
+        l: Vec<(&'static str, String)>,
+    ) -> u64 {
         m.get_or_create(&l).get()
     }
 
@@ -996,7 +1018,14 @@ mod tests {
         }
         sink.flush().expect("flush");
         let report = sink.drain(Duration::from_secs(10));
-        assert_eq!(report, DrainReport { delivered: 3, dead_lettered: 0, pending: 0 });
+        assert_eq!(
+            report,
+            DrainReport {
+                delivered: 3,
+                dead_lettered: 0,
+                pending: 0
+            }
+        );
         let reqs = server.requests();
         assert_eq!(reqs.len(), 3);
         for (i, r) in reqs.iter().enumerate() {
@@ -1010,7 +1039,14 @@ mod tests {
         }
 
         // Without a secret: no signature header.
-        let mut plain = WebhookSink::open("plain", &quick(&server.url("/p"), 3, 10, 50), &dir, None, Metrics::new()).expect("open");
+        let mut plain = WebhookSink::open(
+            "plain",
+            &quick(&server.url("/p"), 3, 10, 50),
+            &dir,
+            None,
+            Metrics::new(),
+        )
+        .expect("open");
         plain.send("x-1", r#"{"a":1}"#).expect("send");
         plain.flush().expect("flush");
         assert_eq!(plain.drain(Duration::from_secs(10)).delivered, 1);
@@ -1018,12 +1054,32 @@ mod tests {
         assert!(!last.headers.contains_key("x-evflow-signature"));
 
         // Bad configurations and inputs are refused up front.
-        let both = WebhookConfig { secret: Some("a".into()), ..cfg.clone() };
+        let both = WebhookConfig {
+            secret: Some("a".into()),
+            ..cfg.clone()
+        };
         assert!(WebhookSink::open("both", &both, &dir, None, Metrics::new()).is_err());
-        let unset = WebhookConfig { secret_env: Some(format!("{var}_UNSET")), ..cfg.clone() };
+        let unset = WebhookConfig {
+            secret_env: Some(format!("{var}_UNSET")),
+            ..cfg.clone()
+        };
         assert!(WebhookSink::open("unset", &unset, &dir, None, Metrics::new()).is_err());
-        assert!(WebhookSink::open("ftp", &WebhookConfig::new("ftp://x"), &dir, None, Metrics::new()).is_err());
-        let mut s = WebhookSink::open("inputs", &quick(&server.url("/"), 1, 10, 10), &dir, None, Metrics::new()).expect("open");
+        assert!(WebhookSink::open(
+            "ftp",
+            &WebhookConfig::new("ftp://x"),
+            &dir,
+            None,
+            Metrics::new()
+        )
+        .is_err());
+        let mut s = WebhookSink::open(
+            "inputs",
+            &quick(&server.url("/"), 1, 10, 10),
+            &dir,
+            None,
+            Metrics::new(),
+        )
+        .expect("open");
         assert!(s.send("bad id", "{}").is_err());
         assert!(s.send("ok-id", "{not json").is_err());
         std::env::remove_var(&var);
@@ -1032,7 +1088,8 @@ mod tests {
 
     #[test]
     fn config_defaults_and_unknown_fields() {
-        let cfg: WebhookConfig = toml::from_str(r#"url = "https://hooks.example.com/evflow""#).expect("toml");
+        let cfg: WebhookConfig =
+            toml::from_str(r#"url = "https://hooks.example.com/evflow""#).expect("toml");
         assert_eq!(cfg.timeout, ConfigDuration(10_000));
         assert_eq!(cfg.max_attempts, 10);
         assert_eq!(cfg.backoff_initial, ConfigDuration(500));
@@ -1043,7 +1100,10 @@ mod tests {
             "url = \"http://127.0.0.1:1/x\"\nsecret_env = \"HOOK_KEY\"\ntimeout = \"2s\"\nbackoff_initial = \"250ms\"\nbackoff_max = \"5m\"\nqueue_capacity = 5\ndead_letter = \"dl.jsonl\"",
         )
         .expect("toml");
-        assert_eq!((cfg.timeout.0, cfg.backoff_initial.0, cfg.backoff_max.0), (2_000, 250, 300_000));
+        assert_eq!(
+            (cfg.timeout.0, cfg.backoff_initial.0, cfg.backoff_max.0),
+            (2_000, 250, 300_000)
+        );
         assert!(toml::from_str::<WebhookConfig>("url = \"http://x\"\nretries = 3").is_err());
     }
 
@@ -1070,19 +1130,42 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1500));
         let server = Server::start(port, |n, _| if n % 3 == 2 { 500 } else { 200 });
         let report = sink.drain(Duration::from_secs(30));
-        assert_eq!(report, DrainReport { delivered: 50, dead_lettered: 0, pending: 0 });
+        assert_eq!(
+            report,
+            DrainReport {
+                delivered: 50,
+                dead_lettered: 0,
+                pending: 0
+            }
+        );
         let reqs = server.requests();
         assert_delivered_once_in_order(&reqs, 0..50);
         assert!(reqs.iter().any(|r| r.status == 500));
         assert!(!dir.join("flaky.dead-letter.jsonl").exists());
         let l = |outcome: &str| {
-            vec![("sink", SINK.to_string()), ("route", "flaky".to_string()), ("outcome", outcome.to_string())]
+            vec![
+                ("sink", SINK.to_string()),
+                ("route", "flaky".to_string()),
+                ("outcome", outcome.to_string()),
+            ]
         };
-        assert_eq!(counter(&metrics.delivered, labels2("sink", SINK, "route", "flaky")), 50);
+        assert_eq!(
+            counter(&metrics.delivered, labels2("sink", SINK, "route", "flaky")),
+            50
+        );
         assert_eq!(counter(&metrics.delivery_attempts, l("ok")), 50);
         // Refused while down, plus the 500s.
-        assert!(counter(&metrics.delivery_attempts, l("failed")) > reqs.iter().filter(|r| r.status == 500).count() as u64);
-        assert_eq!(metrics.delivery_backlog.get_or_create(&labels2("sink", SINK, "route", "flaky")).get(), 0);
+        assert!(
+            counter(&metrics.delivery_attempts, l("failed"))
+                > reqs.iter().filter(|r| r.status == 500).count() as u64
+        );
+        assert_eq!(
+            metrics
+                .delivery_backlog
+                .get_or_create(&labels2("sink", SINK, "route", "flaky"))
+                .get(),
+            0
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1093,7 +1176,14 @@ mod tests {
         let metrics = Metrics::new();
         let url = format!("http://127.0.0.1:{port}/hook");
         // 3 attempts, waits of ~50 and ~100 ms: ~150 ms per notification.
-        let mut sink = WebhookSink::open("dead", &quick(&url, 3, 50, 100), &dir, None, metrics.clone()).expect("open");
+        let mut sink = WebhookSink::open(
+            "dead",
+            &quick(&url, 3, 50, 100),
+            &dir,
+            None,
+            metrics.clone(),
+        )
+        .expect("open");
         let started = Instant::now();
         for i in 0..20 {
             sink.send(&id(i), &line(i)).expect("send");
@@ -1101,14 +1191,29 @@ mod tests {
         }
         let sending = started.elapsed();
         let dl_path = dir.join("dead.dead-letter.jsonl");
-        let written_meanwhile = std::fs::read_to_string(&dl_path).map(|s| s.lines().count()).unwrap_or(0);
+        let written_meanwhile = std::fs::read_to_string(&dl_path)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
         // Delivery takes ~3 s; sending took a fraction of it and did not wait for it.
-        assert!(sending < Duration::from_millis(500), "send blocked for {sending:?}");
+        assert!(
+            sending < Duration::from_millis(500),
+            "send blocked for {sending:?}"
+        );
         assert!(written_meanwhile < 20);
         let report = sink.drain(Duration::from_secs(20));
-        assert_eq!(report, DrainReport { delivered: 0, dead_lettered: 20, pending: 0 });
+        assert_eq!(
+            report,
+            DrainReport {
+                delivered: 0,
+                dead_lettered: 20,
+                pending: 0
+            }
+        );
         let text = std::fs::read_to_string(&dl_path).expect("dead letter");
-        let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
         assert_eq!(rows.len(), 20);
         for (i, r) in rows.iter().enumerate() {
             assert_eq!(r["id"], id(i));
@@ -1116,13 +1221,26 @@ mod tests {
             assert_eq!(r["url"], url.as_str());
             assert_eq!(r["attempts"], 3);
             assert!(!r["last_error"].as_str().unwrap_or("").is_empty(), "{r}");
-            let (first, last) = (r["first_attempt"].as_str().unwrap_or(""), r["last_attempt"].as_str().unwrap_or(""));
+            let (first, last) = (
+                r["first_attempt"].as_str().unwrap_or(""),
+                r["last_attempt"].as_str().unwrap_or(""),
+            );
             assert!(!first.is_empty() && first <= last, "{r}");
             let original: serde_json::Value = serde_json::from_str(&line(i)).expect("json");
             assert_eq!(r["record"], original);
         }
-        assert_eq!(counter(&metrics.delivery_dead_letters, labels2("sink", SINK, "route", "dead")), 20);
-        let failed = vec![("sink", SINK.to_string()), ("route", "dead".to_string()), ("outcome", "failed".to_string())];
+        assert_eq!(
+            counter(
+                &metrics.delivery_dead_letters,
+                labels2("sink", SINK, "route", "dead")
+            ),
+            20
+        );
+        let failed = vec![
+            ("sink", SINK.to_string()),
+            ("route", "dead".to_string()),
+            ("outcome", "failed".to_string()),
+        ];
         assert_eq!(counter(&metrics.delivery_attempts, failed), 60);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -1134,15 +1252,22 @@ mod tests {
         let accept = accept_all.clone();
         // First run: the receiver takes n-000..n-009 and refuses the rest.
         let server = Server::start(0, move |_, r| {
-            if accept.load(Ordering::SeqCst) || req_seq(r) < 10 { 200 } else { 503 }
+            if accept.load(Ordering::SeqCst) || req_seq(r) < 10 {
+                200
+            } else {
+                503
+            }
         });
         let cfg = quick(&server.url("/hook"), 1000, 10, 50);
-        let mut sink = WebhookSink::open("restart", &cfg, &dir, None, Metrics::new()).expect("open");
+        let mut sink =
+            WebhookSink::open("restart", &cfg, &dir, None, Metrics::new()).expect("open");
         for i in 0..20 {
             sink.send(&id(i), &line(i)).expect("send");
         }
         sink.flush().expect("flush");
-        assert!(server.wait_for(Duration::from_secs(10), |rs| rs.iter().any(|r| req_seq(r) == 10)));
+        assert!(server.wait_for(Duration::from_secs(10), |rs| rs
+            .iter()
+            .any(|r| req_seq(r) == 10)));
         // Dropped without drain: the thread stops and writes the cursor exactly (a crash would
         // leave it at most CURSOR_EVERY behind, re-sending those deliveries).
         drop(sink);
@@ -1155,14 +1280,29 @@ mod tests {
         accept_all.store(true, Ordering::SeqCst);
         let sink = WebhookSink::open("restart", &cfg, &dir, None, Metrics::new()).expect("reopen");
         let report = sink.drain(Duration::from_secs(10));
-        assert_eq!(report, DrainReport { delivered: 10, dead_lettered: 0, pending: 0 });
+        assert_eq!(
+            report,
+            DrainReport {
+                delivered: 10,
+                dead_lettered: 0,
+                pending: 0
+            }
+        );
         let reqs = server.requests();
-        assert!(reqs[first_run..].iter().all(|r| req_seq(r) >= 10), "a settled one was sent again");
+        assert!(
+            reqs[first_run..].iter().all(|r| req_seq(r) >= 10),
+            "a settled one was sent again"
+        );
         assert_delivered_once_in_order(&reqs, 0..20);
 
         // Everything settled: a fresh open starts the outbox anew.
         drop(WebhookSink::open("restart", &cfg, &dir, None, Metrics::new()).expect("reopen"));
-        assert_eq!(std::fs::metadata(dir.join("restart.outbox.jsonl")).expect("outbox").len(), 0);
+        assert_eq!(
+            std::fs::metadata(dir.join("restart.outbox.jsonl"))
+                .expect("outbox")
+                .len(),
+            0
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1183,8 +1323,14 @@ mod tests {
         assert_eq!(sink.drain(Duration::from_secs(10)).delivered, 8);
 
         // Restored from the commit: the 3 lines after it are gone and nothing is re-sent...
-        let mut sink = WebhookSink::open("commit", &cfg, &dir, Some(committed), Metrics::new()).expect("restore");
-        assert_eq!(std::fs::metadata(dir.join("commit.outbox.jsonl")).expect("outbox").len(), committed);
+        let mut sink = WebhookSink::open("commit", &cfg, &dir, Some(committed), Metrics::new())
+            .expect("restore");
+        assert_eq!(
+            std::fs::metadata(dir.join("commit.outbox.jsonl"))
+                .expect("outbox")
+                .len(),
+            committed
+        );
         let cursor = std::fs::read_to_string(dir.join("commit.cursor")).expect("cursor");
         assert_eq!(cursor.trim(), committed.to_string());
         // ...until the replay sends them again: the same ids, delivered again (at least once).
@@ -1192,7 +1338,14 @@ mod tests {
             sink.send(&id(i), &line(i)).expect("send");
         }
         sink.flush().expect("flush");
-        assert_eq!(sink.drain(Duration::from_secs(10)), DrainReport { delivered: 3, dead_lettered: 0, pending: 0 });
+        assert_eq!(
+            sink.drain(Duration::from_secs(10)),
+            DrainReport {
+                delivered: 3,
+                dead_lettered: 0,
+                pending: 0
+            }
+        );
         let seqs: Vec<usize> = server.requests().iter().map(req_seq).collect();
         assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5, 6, 7, 5, 6, 7]);
         let _ = std::fs::remove_dir_all(&dir);
@@ -1207,10 +1360,28 @@ mod tests {
             body: &RawValue::from_string(line(0)).expect("raw"),
         })
         .expect("json");
-        std::fs::write(dir.join("torn.outbox.jsonl"), format!("garbage\n{good}\n{{\"id\":\"n-0")).expect("write");
+        std::fs::write(
+            dir.join("torn.outbox.jsonl"),
+            format!("garbage\n{good}\n{{\"id\":\"n-0"),
+        )
+        .expect("write");
         let server = Server::start(0, |_, _| 200);
-        let sink = WebhookSink::open("torn", &quick(&server.url("/"), 3, 10, 50), &dir, None, Metrics::new()).expect("open");
-        assert_eq!(sink.drain(Duration::from_secs(10)), DrainReport { delivered: 1, dead_lettered: 1, pending: 0 });
+        let sink = WebhookSink::open(
+            "torn",
+            &quick(&server.url("/"), 3, 10, 50),
+            &dir,
+            None,
+            Metrics::new(),
+        )
+        .expect("open");
+        assert_eq!(
+            sink.drain(Duration::from_secs(10)),
+            DrainReport {
+                delivered: 1,
+                dead_lettered: 1,
+                pending: 0
+            }
+        );
         assert_eq!(server.requests().len(), 1);
         let dl = std::fs::read_to_string(dir.join("torn.dead-letter.jsonl")).expect("dead letter");
         let row: serde_json::Value = serde_json::from_str(dl.trim()).expect("json");

@@ -4007,6 +4007,95 @@ mod tests {
     }
 
     #[test]
+    fn live_ranges_continue_the_same_fleet() {
+        let c = SimulatorConfig {
+            until_stopped: true,
+            faults: false,
+            ..cfg(6, 6, 11)
+        };
+        let fleet = Arc::new(Fleet::new(&c, &[]));
+        let mut src = SimulatorSource::new(fleet.clone(), 0, 1, MINUTE);
+        assert_eq!(src.progress().total, None);
+        let mut chunk = Chunk::default();
+        let mut seqs = BTreeSet::new();
+        let mut lines = Vec::new();
+        // Three ranges and a half.
+        let chunks = 3 * 6 * 60 + 30;
+        for expect in 0..chunks {
+            assert_eq!(src.next_chunk(&mut chunk).unwrap(), Poll::Ready);
+            assert_eq!(chunk.time, expect, "chunk times keep counting");
+            for (seq, _) in chunk.lines() {
+                assert_eq!(seq >> SEQ_SLICE_SHIFT, expect);
+                assert!(seqs.insert(seq), "seq {seq} twice");
+            }
+            let parsed = parse(&chunk.data);
+            let lo = fleet.start() + expect as Millis * MINUTE;
+            assert!(parsed.iter().all(|l| l.recv >= lo && l.recv < lo + MINUTE + SECOND));
+            lines.extend(parsed);
+        }
+        assert_eq!(src.progress().done, chunks * 60);
+        // The same chargers throughout, booted once, their receive times increasing, their
+        // message ids and transaction ids never reused, their registers counting up.
+        let cps: BTreeSet<&str> = lines.iter().map(|l| l.cp.as_str()).collect();
+        assert_eq!(cps.len(), 6);
+        let boots = lines
+            .iter()
+            .filter(|l| l.action() == Some("BootNotification"))
+            .count();
+        assert_eq!(boots, 6);
+        let mut last_recv: HashMap<&str, Millis> = HashMap::new();
+        let mut ids = BTreeSet::new();
+        let mut txs = BTreeSet::new();
+        let mut register: HashMap<(&str, i64), i64> = HashMap::new();
+        let mut late_starts = 0;
+        for l in &lines {
+            let prev = last_recv.insert(&l.cp, l.recv);
+            assert!(prev.is_none_or(|p| p < l.recv), "{}: receive time", l.cp);
+            if l.frame[0] == 2 {
+                assert!(ids.insert((l.cp.clone(), l.frame[1].as_str().unwrap().to_string())));
+            }
+            let p = l.payload();
+            if l.frame[0] == 3 {
+                if let Some(tx) = p.get("transactionId").and_then(Value::as_i64) {
+                    assert!(txs.insert((l.cp.clone(), tx)), "transaction {tx} twice");
+                }
+            }
+            let reading = match l.action() {
+                Some("StartTransaction") => {
+                    late_starts += usize::from(l.recv > fleet.end() + HOUR);
+                    Some((p["connectorId"].as_i64().unwrap(), p["meterStart"].as_i64().unwrap()))
+                }
+                Some("MeterValues") if !l.is_malformed() => Some((
+                    p["connectorId"].as_i64().unwrap(),
+                    measurand(l, "Energy.Active.Import.Register")[0] as i64,
+                )),
+                _ => None,
+            };
+            if let Some((c, wh)) = reading {
+                let last = register.entry((&l.cp, c)).or_insert(wh);
+                assert!(wh >= *last, "{} connector {c}: {wh} after {last}", l.cp);
+                *last = wh;
+            }
+        }
+        assert!(late_starts > 10, "later ranges have sessions: {late_starts}");
+        assert!(txs.iter().any(|(_, tx)| *tx > 2 * TX_PER_RANGE));
+        // No session spans the end of a range.
+        for r in 1..=3 {
+            let end = fleet.start() + r * 6 * HOUR;
+            let open = lines.iter().filter(|l| {
+                l.action() == Some("MeterValues")
+                    && !l.is_malformed()
+                    && (end - RANGE_END_QUIET + 4 * MINUTE..end).contains(&l.recv)
+            });
+            assert_eq!(open.count(), 0, "sessions end before the end of range {r}");
+        }
+        // The binary's stop: the source ends at the next chunk.
+        stop();
+        assert_eq!(src.next_chunk(&mut chunk).unwrap(), Poll::End);
+        STOP.store(false, Ordering::Relaxed);
+    }
+
+    #[test]
     fn maintenance_takes_chargers_out_of_service() {
         let day = cfg(8, 24, 4).start.0;
         let window = MaintenanceWindow {
