@@ -700,12 +700,7 @@ impl Pusher {
 
     /// The alerts to POST now (changed ones first, then firing ones due for a resend), or how
     /// long to wait.
-    #[allow(clippy::type_complexity)]
-    fn next_batch(
-        &self,
-        st: &mut State,
-        retry_at: Option<Instant>,
-    ) -> Result<Vec<(AlertKey, u64, AlertSnapshot)>, Duration> {
+    fn next_batch(&self, st: &mut State, retry_at: Option<Instant>) -> Result<Batch, Duration> {
         let now = Instant::now();
         if let Some(t) = retry_at.filter(|t| *t > now) {
             let wait = t - now;
@@ -731,7 +726,7 @@ impl Pusher {
                 && a.last_sent
                     .is_none_or(|t| t + self.resend <= now + BATCH_WINDOW)
         };
-        let mut batch: Vec<(AlertKey, u64, AlertSnapshot)> = Vec::new();
+        let mut batch: Batch = Vec::new();
         for (k, a) in st.alerts.iter().filter(|(_, a)| a.version > a.acked) {
             if batch.len() == MAX_BATCH {
                 break;
@@ -784,6 +779,9 @@ impl Pusher {
         alert
     }
 }
+
+/// The alerts of one POST: key, version taken, state.
+type Batch = Vec<(AlertKey, u64, AlertSnapshot)>;
 
 /// An alert's state as taken for one POST (the lock is not held while posting).
 struct AlertSnapshot {
