@@ -849,7 +849,7 @@ pub struct RouteConfig {
     /// Alertmanager's v2 API (`sinks::alertmanager::AlertmanagerConfig`): receives the
     /// routed `station_out_of_order` notifications and, with `anomalies`, the anomalies.
     #[serde(default)]
-    pub alertmanager: Option<toml::Table>, // TODO(lead): sinks::alertmanager::AlertmanagerConfig
+    pub alertmanager: Option<crate::sinks::alertmanager::AlertmanagerConfig>,
     /// Alertmanager routes: also send every anomaly as an alert (default true).
     #[serde(default = "defaults::yes")]
     pub anomalies: bool,

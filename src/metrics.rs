@@ -465,11 +465,21 @@ impl Metrics {
             let _ = m.leakage.get_or_create(&label("kind", k.as_str()));
             let _ = m.leakage_open.get_or_create(&label("kind", k.as_str()));
         }
+        use crate::stages::notifications::Suppressed;
         for k in crate::model::NotificationKind::ALL {
             for a in ["driver", "operator"] {
                 let _ = m
                     .notifications
                     .get_or_create(&labels2("kind", k.as_str(), "audience", a));
+            }
+            for why in [
+                Suppressed::Repeat,
+                Suppressed::RateLimit,
+                Suppressed::Superseded,
+            ] {
+                let _ = m
+                    .notifications_suppressed
+                    .get_or_create(&labels2("kind", k.as_str(), "reason", why.as_str()));
             }
         }
     }

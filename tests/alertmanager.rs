@@ -328,3 +328,149 @@ fn alerts_fire_and_resolve_through_the_real_alertmanager() {
     let _ = std::fs::remove_dir_all(&dir);
     eprintln!("alertmanager round trip in {:?}", started.elapsed());
 }
+
+/// The whole pipeline: evflow reads live OCPP traffic on stdin with an `alertmanager` route;
+/// a connector's fault becomes a `ConnectorFaulted` and a `StationOutOfOrder` alert, and when
+/// the connector is Available again both are resolved — through the real Alertmanager.
+#[test]
+fn evflow_alerts_fire_and_resolve_through_the_real_alertmanager() {
+    let Some(binary) = alertmanager_binary() else {
+        eprintln!("\n!!!!! SKIPPED: prometheus-alertmanager not found !!!!!\n");
+        return;
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("alertmanager-e2e");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let receiver = Receiver::start();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/alertmanager.yml"),
+    )
+    .expect("alerts/alertmanager.yml");
+    let config = dir.join("alertmanager.yml");
+    let url = format!("http://127.0.0.1:{}/evflow/alerts", receiver.port);
+    std::fs::write(&config, example.replace(EXAMPLE_RECEIVER, &url)).expect("config");
+    let am = Alertmanager::start(&binary, &config, &dir);
+
+    let dataflow = dir.join("dataflow.toml");
+    std::fs::write(
+        &dataflow,
+        format!(
+            r#"
+[source]
+kind = "file"
+path = "-"
+[pipeline]
+workers = 1
+[output]
+dir = {out:?}
+[metrics]
+addr = ""
+[[notifications.routes]]
+name = "ops"
+audience = "operator"
+kinds = ["station_out_of_order"]
+[notifications.routes.alertmanager]
+url = {url:?}
+"#,
+            out = dir.join("out").display().to_string(),
+            url = am.url(""),
+        ),
+    )
+    .expect("dataflow");
+    let mut evflow = Command::new(env!("CARGO_BIN_EXE_evflow"))
+        .args(["run", dataflow.to_str().expect("utf-8")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start evflow");
+    let mut stdin = evflow.stdin.take().expect("stdin");
+    let mut n = 0;
+    let mut send =
+        |stdin: &mut std::process::ChildStdin, at: &str, action: &str, payload: Value| {
+            n += 1;
+            let line = serde_json::json!({"timestamp": at, "charge_point_id": "CP-AM",
+            "message": [2, format!("m{n}"), action, payload]});
+            writeln!(stdin, "{line}").expect("write stdin");
+            stdin.flush().expect("flush stdin");
+        };
+    let status = |c: u32, s: &str, at: &str| {
+        let code = if s == "Faulted" {
+            "GroundFailure"
+        } else {
+            "NoError"
+        };
+        serde_json::json!({"connectorId": c, "errorCode": code, "status": s, "timestamp": at})
+    };
+    send(
+        &mut stdin,
+        "2026-03-02T10:00:00Z",
+        "BootNotification",
+        serde_json::json!({"chargePointVendor": "Alfen BV", "chargePointModel": "NG920"}),
+    );
+    for c in 0..=2 {
+        send(
+            &mut stdin,
+            "2026-03-02T10:00:00Z",
+            "StatusNotification",
+            status(c, "Available", "2026-03-02T10:00:00Z"),
+        );
+    }
+    send(
+        &mut stdin,
+        "2026-03-02T10:01:00Z",
+        "StatusNotification",
+        status(1, "Faulted", "2026-03-02T10:01:00Z"),
+    );
+    for m in 2..=5 {
+        send(
+            &mut stdin,
+            &format!("2026-03-02T10:0{m}:00Z"),
+            "Heartbeat",
+            serde_json::json!({}),
+        );
+    }
+    // The fault reaches Alertmanager while evflow is still running.
+    let wait = Duration::from_secs(20);
+    let fault = receiver.wait_alert("ConnectorFaulted", "firing", wait);
+    let l = labels(&fault);
+    assert_eq!(
+        (
+            l["charge_point_id"].as_str(),
+            l["site_id"].as_str(),
+            l["connector_id"].as_str(),
+            l["severity"].as_str()
+        ),
+        ("CP-AM", "unassigned", "1", "critical")
+    );
+    let out_of_order = receiver.wait_alert("StationOutOfOrder", "firing", wait);
+    assert_eq!(labels(&out_of_order)["connector_id"], "1");
+    assert_eq!(out_of_order["startsAt"], "2026-03-02T10:01:00Z");
+
+    send(
+        &mut stdin,
+        "2026-03-02T10:06:00Z",
+        "StatusNotification",
+        status(1, "Available", "2026-03-02T10:06:00Z"),
+    );
+    for m in 7..=9 {
+        send(
+            &mut stdin,
+            &format!("2026-03-02T10:0{m}:00Z"),
+            "Heartbeat",
+            serde_json::json!({}),
+        );
+    }
+    drop(stdin);
+    let out = evflow.wait_with_output().expect("evflow ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["ConnectorFaulted", "StationOutOfOrder"] {
+        let resolved = receiver.wait_alert(name, "resolved", wait);
+        assert_eq!(resolved["endsAt"], "2026-03-02T10:06:00Z", "{name}");
+    }
+    drop(am);
+}

@@ -119,6 +119,7 @@ enum RouteSink {
     Jsonl(JsonlWriter),
     Kafka(String),
     Webhook(Box<webhook::WebhookSink>),
+    Alertmanager(Box<alertmanager::AlertmanagerSink>),
 }
 
 impl OutputSinks {
@@ -207,6 +208,12 @@ impl OutputSinks {
                     length,
                     self.metrics.clone(),
                 )?))
+            } else if let Some(a) = &r.alertmanager {
+                RouteSink::Alertmanager(Box::new(alertmanager::AlertmanagerSink::start(
+                    &r.name,
+                    a,
+                    self.metrics.clone(),
+                )?))
             } else if let Some(topic) = &r.kafka {
                 if self.kafka.is_none() {
                     return Err(SinkError::Kafka(format!(
@@ -249,7 +256,7 @@ impl OutputSinks {
             let length = match &mut r.sink {
                 RouteSink::Jsonl(w) => w.sync()?,
                 RouteSink::Webhook(w) => w.sync()?,
-                RouteSink::Kafka(_) => continue,
+                RouteSink::Kafka(_) | RouteSink::Alertmanager(_) => continue,
             };
             route_lengths.push((r.cfg.name.clone(), length));
         }
@@ -342,6 +349,11 @@ impl OutputSinks {
                     if let Some(k) = self.kafka.as_mut() {
                         k.anomaly(&a.charge_point_id, &a)?;
                     }
+                    for r in &mut self.routes {
+                        if let (RouteSink::Alertmanager(am), true) = (&mut r.sink, r.cfg.anomalies) {
+                            am.anomaly(&a);
+                        }
+                    }
                 }
                 Output::Notification(n) => {
                     *self
@@ -381,7 +393,13 @@ impl OutputSinks {
                 }
                 // Consumed by the fleet detectors and the notification router.
                 Output::Observation(_) | Output::Trigger(_) => {}
-                Output::BackInOrder(_) => {}
+                Output::BackInOrder(b) => {
+                    for r in &mut self.routes {
+                        if let RouteSink::Alertmanager(am) = &mut r.sink {
+                            am.back_in_order(&b.charge_point_id, b.connector_id, b.event_time);
+                        }
+                    }
+                }
                 Output::Checkpoint { .. } => self.flush()?,
             }
         }
@@ -397,7 +415,7 @@ impl OutputSinks {
             match &mut r.sink {
                 RouteSink::Jsonl(w) => w.flush()?,
                 RouteSink::Webhook(w) => w.flush()?,
-                RouteSink::Kafka(_) => {}
+                RouteSink::Kafka(_) | RouteSink::Alertmanager(_) => {}
             }
         }
         Ok(())
@@ -410,12 +428,25 @@ impl OutputSinks {
         let deadline = std::time::Instant::now() + max_wait;
         for r in std::mem::take(&mut self.routes) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if let RouteSink::Webhook(w) = r.sink {
-                let report = w.drain(left);
-                self.summary.deliveries.insert(
-                    r.cfg.name.clone(),
-                    (report.delivered, report.dead_lettered, report.pending),
-                );
+            match r.sink {
+                RouteSink::Webhook(w) => {
+                    let report = w.drain(left);
+                    self.summary.deliveries.insert(
+                        r.cfg.name.clone(),
+                        (report.delivered, report.dead_lettered, report.pending),
+                    );
+                }
+                RouteSink::Alertmanager(a) => {
+                    let report = a.drain(left);
+                    if report.pending > 0 {
+                        tracing::warn!(
+                            "alertmanager route {}: {} change(s) not acknowledged",
+                            r.cfg.name,
+                            report.pending
+                        );
+                    }
+                }
+                RouteSink::Jsonl(_) | RouteSink::Kafka(_) => {}
             }
         }
     }
@@ -438,6 +469,7 @@ impl OutputSinks {
                         k.to_topic(topic, &n.recipient, n)?;
                     }
                 }
+                RouteSink::Alertmanager(a) => a.out_of_order(n),
                 RouteSink::Webhook(w) => {
                     if json.is_none() {
                         json = Some(
