@@ -477,9 +477,12 @@ impl Metrics {
                 Suppressed::RateLimit,
                 Suppressed::Superseded,
             ] {
-                let _ = m
-                    .notifications_suppressed
-                    .get_or_create(&labels2("kind", k.as_str(), "reason", why.as_str()));
+                let _ = m.notifications_suppressed.get_or_create(&labels2(
+                    "kind",
+                    k.as_str(),
+                    "reason",
+                    why.as_str(),
+                ));
             }
         }
     }
@@ -504,12 +507,7 @@ impl Metrics {
 
     /// A finished (priced) session: sessions, energy and revenue by site (and payment method).
     pub fn session_finished(&self, s: &SessionRecord) {
-        let site_method = labels2(
-            "site_id",
-            &*s.site_id,
-            "payment_method",
-            &*s.payment_method,
-        );
+        let site_method = labels2("site_id", &*s.site_id, "payment_method", &*s.payment_method);
         self.sessions.get_or_create(&site_method).inc();
         self.energy_wh
             .get_or_create(&label("site_id", &*s.site_id))
@@ -859,7 +857,12 @@ mod tests {
             per_charger_limit: 2,
             ..MetricsConfig::default()
         });
-        for (cp, score) in [("CP-1", 90.0), ("CP-2", 40.0), ("CP-3", 60.0), ("CP-4", 100.0)] {
+        for (cp, score) in [
+            ("CP-1", 90.0),
+            ("CP-2", 40.0),
+            ("CP-3", 60.0),
+            ("CP-4", 100.0),
+        ] {
             m.health_row(&health(HealthLevel::Charger, "S1", cp, score));
         }
         let text = m.encode();
@@ -932,9 +935,7 @@ mod tests {
         assert!(text.contains(
             "evflow_revenue_incl_vat_total{site_id=\"S1\",payment_method=\"card\",currency=\"EUR\"} 11.9"
         ), "{text}");
-        assert!(text.contains(
-            "evflow_sessions_total{site_id=\"S1\",payment_method=\"card\"} 1"
-        ));
+        assert!(text.contains("evflow_sessions_total{site_id=\"S1\",payment_method=\"card\"} 1"));
         assert!(text.contains("evflow_session_energy_joules_total{site_id=\"S1\"} 3600000.0"));
     }
 
@@ -949,9 +950,8 @@ mod tests {
         m.anomaly_record(&anomaly(AnomalyKind::MeterError, AnomalyState::Open, "S2"));
         let text = m.encode();
         assert!(text.contains("evflow_chargers_offline{site_id=\"S1\"} 1"));
-        assert!(text.contains(
-            "evflow_site_anomalies_open{site_id=\"S1\",kind=\"communication_lost\"} 1"
-        ));
+        assert!(text
+            .contains("evflow_site_anomalies_open{site_id=\"S1\",kind=\"communication_lost\"} 1"));
         assert!(text.contains("evflow_anomalies_open{kind=\"meter_error\"} 1"));
         assert!(text.contains("evflow_anomalies_total{kind=\"communication_lost\"} 1"));
         m.anomaly_record(&anomaly(
@@ -967,8 +967,7 @@ mod tests {
         ));
         let text = m.encode();
         assert!(text.contains("evflow_chargers_offline{site_id=\"S1\"} 0"));
-        assert!(text.contains(
-            "evflow_site_anomalies_open{site_id=\"S1\",kind=\"communication_lost\"} 0"
-        ));
+        assert!(text
+            .contains("evflow_site_anomalies_open{site_id=\"S1\",kind=\"communication_lost\"} 0"));
     }
 }

@@ -26,6 +26,8 @@ fn simulate(dir: &Path, chargers: u32, hours: u32) -> String {
         dir.join("traffic.jsonl").to_str().unwrap(),
         "--registry",
         dir.join("registry.json").to_str().unwrap(),
+        "--watches",
+        dir.join("watches.jsonl").to_str().unwrap(),
     ]);
     std::fs::read_to_string(dir.join("traffic.jsonl")).unwrap()
 }
@@ -238,8 +240,11 @@ fn anomalies_notifications_and_dead_letters_go_to_their_topics() {
     let extra = format!(
         "[output.kafka]\nbrokers = {:?}\nanomalies_topic = \"anomalies\"\n\
          notifications_topic = \"notifications\"\ndead_letter_topic = \"dead-letters\"\n\
-         [[notifications.routes]]\nname = \"driver-app\"\naudience = \"driver\"\nkafka = \"driver-app\"\n",
-        broker.addr()
+         [notifications]\nwatches = {:?}\n\
+         [[notifications.routes]]\nname = \"driver-app\"\naudience = \"driver\"\nkafka = \"driver-app\"\n\
+         [[maintenance]]\ncharge_point_id = \"CP-0001\"\nstart = \"2026-01-05T14:00:00Z\"\nend = \"2026-01-05T15:00:00Z\"\n",
+        broker.addr(),
+        dir.join("watches.jsonl").display().to_string()
     );
     let dataflow = file_dataflow(&dir, &traffic, Some(&dir.join("registry.json")), &extra);
     let out = dir.join("out");
@@ -312,6 +317,12 @@ fn anomalies_notifications_and_dead_letters_go_to_their_topics() {
         assert_eq!(key.as_deref(), v["recipient"].as_str());
     }
     let mut values: Vec<String> = records.into_iter().map(|r| r.3).collect();
+    for kind in evflow::model::NotificationKind::ALL {
+        assert!(
+            values.iter().any(|v| v.contains(&format!("\"kind\":\"{}\"", kind.as_str()))),
+            "driver-app: no {kind:?}"
+        );
+    }
     drivers.sort();
     values.sort();
     assert_eq!(values, drivers, "driver-app: the drivers' notifications");

@@ -116,7 +116,8 @@ fn setup(
         &p("watches.jsonl"),
     ]);
     let extra = format!(
-        "[notifications]\nwatches = {:?}\n\n[[notifications.routes]]\nname = \"drivers\"\n\
+        "[[maintenance]]\ncharge_point_id = \"CP-0001\"\nstart = \"2026-01-05T14:00:00Z\"\n\
+         end = \"2026-01-05T15:00:00Z\"\n\n[notifications]\nwatches = {:?}\n\n[[notifications.routes]]\nname = \"drivers\"\n\
          audience = \"driver\"\n{route}\n[notifications.routes.webhook]\n\
          url = \"http://127.0.0.1:{port}/hook\"\nsecret_env = \"EVFLOW_TEST_WEBHOOK_SECRET\"\n\
          backoff_initial = \"20ms\"\nbackoff_max = \"200ms\"\n{webhook}\n",
@@ -180,6 +181,12 @@ fn every_notification_arrives_through_a_down_then_flaky_endpoint() {
     );
     let log = log.lock().unwrap().clone();
     assert!(log.iter().any(|r| r.status == 500));
+    for kind in evflow::model::NotificationKind::ALL {
+        assert!(
+            want.iter().any(|n| n["kind"] == kind.as_str()),
+            "no {kind:?} for the drivers"
+        );
+    }
     // Every notification was acknowledged exactly once, in the order they were written.
     let acked: Vec<&Request> = log.iter().filter(|r| r.status == 200).collect();
     let want_ids: Vec<&str> = want.iter().map(|n| n["id"].as_str().unwrap()).collect();

@@ -350,7 +350,8 @@ impl OutputSinks {
                         k.anomaly(&a.charge_point_id, &a)?;
                     }
                     for r in &mut self.routes {
-                        if let (RouteSink::Alertmanager(am), true) = (&mut r.sink, r.cfg.anomalies) {
+                        if let (RouteSink::Alertmanager(am), true) = (&mut r.sink, r.cfg.anomalies)
+                        {
                             am.anomaly(&a);
                         }
                     }

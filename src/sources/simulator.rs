@@ -964,7 +964,11 @@ impl Fleet {
             if rng.chance(0.33) {
                 let d = (c.site as u64 * 17 + rng.below(12)) % pool;
                 let expires = rng.chance(0.25).then_some(self.start + 8 * HOUR);
-                out.push(watch(d, WatchTarget::ChargePoint(Arc::from(c.id.as_str())), expires));
+                out.push(watch(
+                    d,
+                    WatchTarget::ChargePoint(Arc::from(c.id.as_str())),
+                    expires,
+                ));
             }
         }
         out.sort_by_key(|w| w.timestamp);
@@ -2957,8 +2961,7 @@ impl Worker {
             return Poll::End;
         }
         let c = self.next;
-        let until =
-            (fleet.start + ((c - self.first) as Millis + 1) * self.slice_ms).min(fleet.end);
+        let until = (fleet.start + ((c - self.first) as Millis + 1) * self.slice_ms).min(fleet.end);
         self.out.buf.clear();
         self.out.lines.clear();
         for e in &mut self.emitters {
@@ -4030,7 +4033,9 @@ mod tests {
             }
             let parsed = parse(&chunk.data);
             let lo = fleet.start() + expect as Millis * MINUTE;
-            assert!(parsed.iter().all(|l| l.recv >= lo && l.recv < lo + MINUTE + SECOND));
+            assert!(parsed
+                .iter()
+                .all(|l| l.recv >= lo && l.recv < lo + MINUTE + SECOND));
             lines.extend(parsed);
         }
         assert_eq!(src.progress().done, chunks * 60);
@@ -4063,7 +4068,10 @@ mod tests {
             let reading = match l.action() {
                 Some("StartTransaction") => {
                     late_starts += usize::from(l.recv > fleet.end() + HOUR);
-                    Some((p["connectorId"].as_i64().unwrap(), p["meterStart"].as_i64().unwrap()))
+                    Some((
+                        p["connectorId"].as_i64().unwrap(),
+                        p["meterStart"].as_i64().unwrap(),
+                    ))
                 }
                 Some("MeterValues") if !l.is_malformed() => Some((
                     p["connectorId"].as_i64().unwrap(),
@@ -4077,7 +4085,10 @@ mod tests {
                 *last = wh;
             }
         }
-        assert!(late_starts > 10, "later ranges have sessions: {late_starts}");
+        assert!(
+            late_starts > 10,
+            "later ranges have sessions: {late_starts}"
+        );
         assert!(txs.iter().any(|(_, tx)| *tx > 2 * TX_PER_RANGE));
         // No session spans the end of a range.
         for r in 1..=3 {
