@@ -197,7 +197,8 @@ pub mod rfc3339_opt {
 
     pub fn serialize<S: Serializer>(t: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
         match t {
-            Some(t) => s.serialize_str(&format_rfc3339(*t)),
+            // `serialize_some`: a binary format (bincode snapshots) needs the option's tag.
+            Some(t) => s.serialize_some(&format_rfc3339(*t)),
             None => s.serialize_none(),
         }
     }

@@ -56,6 +56,8 @@ fn setup(dir: &Path, chargers: u32, partitions: u32) -> (Broker, PathBuf, PathBu
         dir.join("traffic.jsonl").to_str().unwrap(),
         "--registry",
         dir.join("registry.json").to_str().unwrap(),
+        "--watches",
+        dir.join("watches.jsonl").to_str().unwrap(),
     ]);
     let text = std::fs::read_to_string(dir.join("traffic.jsonl")).unwrap();
     let broker = Broker::start(&dir.join("broker"));
@@ -92,9 +94,14 @@ fn setup(dir: &Path, chargers: u32, partitions: u32) -> (Broker, PathBuf, PathBu
              [kafka]\ncommit_every_chunks = 4\n\
              [output]\ndir = \"unused\"\n{kafka_out}\
              [metrics]\naddr = \"\"\n\
-             [registry]\npath = {registry:?}\ndefault_tariff = \"ac_standard\"\n{TARIFFS}\n",
+             [registry]\npath = {registry:?}\ndefault_tariff = \"ac_standard\"\n{TARIFFS}\n\
+             [notifications]\nwatches = {watches:?}\n\
+             [notifications.quiet_hours.driver]\nstart = \"22:00\"\nend = \"07:00\"\n\
+             [[notifications.routes]]\nname = \"drivers\"\naudience = \"driver\"\n\
+             jsonl = \"route-drivers.jsonl\"\n",
             addr = broker.addr(),
             registry = dir.join("registry.json").display().to_string(),
+            watches = dir.join("watches.jsonl").display().to_string(),
         );
         std::fs::write(&path, text).unwrap();
         path
@@ -130,6 +137,8 @@ struct Outputs {
     health: Vec<String>,
     anomalies: String,
     notifications: String,
+    /// A notification route's file (drivers only; watches and quiet hours in the state).
+    route: String,
     dead_letters: String,
 }
 
@@ -153,6 +162,7 @@ fn outputs(out: &Path) -> Outputs {
         health,
         anomalies: text("anomalies.jsonl"),
         notifications: text("notifications.jsonl"),
+        route: text("route-drivers.jsonl"),
         dead_letters: text("dead-letter.jsonl"),
     }
 }
@@ -206,6 +216,12 @@ fn assert_same(reference: &Outputs, got: &Outputs) {
         "notifications.jsonl",
         &lines(&reference.notifications),
         &lines(&got.notifications),
+    );
+    assert!(reference.route.contains("held_until\":\"20"));
+    same_lines(
+        "route-drivers.jsonl",
+        &lines(&reference.route),
+        &lines(&got.route),
     );
     same_lines(
         "dead-letter.jsonl",
