@@ -40,8 +40,8 @@ type Labels = Vec<(&'static str, String)>;
 const JOULES_PER_WH: f64 = 3600.0;
 
 /// A family that is exposed (its `# HELP`/`# TYPE`) even before it has a series: for the
-/// Kafka and delivery metrics, whose label values (topics, partitions, routes) exist only in
-/// some runs, so that every run exposes every documented name.
+/// Kafka, delivery and per-charger metrics, whose series exist only in some runs (or after a
+/// first anomaly), so that every run exposes every documented name.
 #[derive(Debug)]
 struct AlwaysDescribed<M>(M);
 
@@ -279,7 +279,7 @@ impl Metrics {
         r.register(
             "charger_health_score",
             "Latest health score, 0-100, of the per_charger_limit worst chargers (only with [metrics] per_charger = \"worst\")",
-            m.charger_health_score.clone(),
+            AlwaysDescribed(m.charger_health_score.clone()),
         );
         r.register(
             "anomalies_open",
@@ -294,12 +294,12 @@ impl Metrics {
         r.register(
             "site_anomalies_open",
             "Anomalies open now, by site and kind (a series appears with a site's first anomaly of the kind)",
-            m.site_anomalies_open.clone(),
+            AlwaysDescribed(m.site_anomalies_open.clone()),
         );
         r.register(
             "chargers_offline",
             "Chargers offline now (communication_lost open), by site",
-            m.chargers_offline.clone(),
+            AlwaysDescribed(m.chargers_offline.clone()),
         );
         r.register(
             "notifications",

@@ -10,10 +10,10 @@ use common::*;
 
 /// Every metric the README documents, as exposed.
 pub const DOCUMENTED: &[&str] = &[
+    "evflow_build_info",
     "evflow_input_lines_total",
     "evflow_events_total",
     "evflow_events_ignored_total",
-    "evflow_decode_errors_total",
     "evflow_dead_letters_total",
     "evflow_late_events_total",
     "evflow_clock_skew_events_total",
@@ -23,20 +23,30 @@ pub const DOCUMENTED: &[&str] = &[
     "evflow_watermark_timestamp_seconds",
     "evflow_watermark_lag_seconds",
     "evflow_chargers",
-    "evflow_health_score",
+    "evflow_site_health_score",
+    "evflow_site_health_component",
+    "evflow_charger_health_score",
     "evflow_anomalies_open",
     "evflow_anomalies_total",
+    "evflow_site_anomalies_open",
+    "evflow_chargers_offline",
     "evflow_notifications_total",
+    "evflow_notifications_suppressed_total",
     "evflow_sessions_total",
-    "evflow_session_energy_watt_hours_total",
+    "evflow_session_energy_joules_total",
     "evflow_revenue_excl_vat_total",
     "evflow_revenue_incl_vat_total",
+    "evflow_revenue_leakage_total",
+    "evflow_revenue_leakage_open",
     "evflow_kafka_consumer_lag",
     "evflow_kafka_records_total",
     "evflow_kafka_delivery_errors_total",
     "evflow_kafka_committed_offset",
-    "evflow_revenue_leakage_total",
-    "evflow_revenue_leakage_open",
+    "evflow_delivery_attempts_total",
+    "evflow_delivered_total",
+    "evflow_delivery_dead_letters_total",
+    "evflow_delivery_backlog",
+    "evflow_alerts_firing",
     "evflow_commits_total",
     "evflow_commits_postponed_total",
     "evflow_commit_duration_seconds",
@@ -95,7 +105,7 @@ fn metrics_are_served_live_with_documented_names() {
         );
     }
     assert_eq!(
-        value(&body, "evflow_decode_errors_total{reason=\"invalid_json\"}"),
+        value(&body, "evflow_dead_letters_total{reason=\"invalid_json\"}"),
         Some(1.0),
         "{body}"
     );
