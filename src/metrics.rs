@@ -40,8 +40,9 @@ type Labels = Vec<(&'static str, String)>;
 const JOULES_PER_WH: f64 = 3600.0;
 
 /// A family that is exposed (its `# HELP`/`# TYPE`) even before it has a series: for the
-/// Kafka, delivery and per-charger metrics, whose series exist only in some runs (or after a
-/// first anomaly), so that every run exposes every documented name.
+/// families whose series exist only in some runs (Kafka, delivery, per-charger) or after a
+/// first record (sessions, health rows, anomalies per site), so that every run exposes every
+/// documented name from the start.
 #[derive(Debug)]
 struct AlwaysDescribed<M>(M);
 
@@ -269,12 +270,12 @@ impl Metrics {
         r.register(
             "site_health_score",
             "Latest health score of a site, 0-100 (the health/ score), by site",
-            m.health_score.clone(),
+            AlwaysDescribed(m.health_score.clone()),
         );
         r.register(
             "site_health_component",
             "Latest health score component of a site, ratio 0-1, by site and component (availability, heartbeat_regularity, session_success, error_free, anomaly_free)",
-            m.health_component.clone(),
+            AlwaysDescribed(m.health_component.clone()),
         );
         r.register(
             "charger_health_score",
@@ -314,22 +315,22 @@ impl Metrics {
         r.register(
             "sessions",
             "Finished sessions, by site and payment method",
-            m.sessions.clone(),
+            AlwaysDescribed(m.sessions.clone()),
         );
         r.register(
             "session_energy_joules",
             "Energy of finished sessions, joules (1 kWh = 3.6e6 J), by site",
-            m.energy_wh.clone(),
+            AlwaysDescribed(m.energy_wh.clone()),
         );
         r.register(
             "revenue_excl_vat",
             "Revenue excluding VAT of finished sessions, in currency units (exact figures are in revenue/), by site, payment method and currency",
-            m.revenue_excl_vat.clone(),
+            AlwaysDescribed(m.revenue_excl_vat.clone()),
         );
         r.register(
             "revenue_incl_vat",
             "Revenue including VAT of finished sessions, in currency units, by site, payment method and currency",
-            m.revenue_incl_vat.clone(),
+            AlwaysDescribed(m.revenue_incl_vat.clone()),
         );
         r.register(
             "revenue_leakage",
@@ -700,18 +701,17 @@ impl WorstChargers {
             return;
         }
         self.changed = false;
-        let mut all: Vec<(&Arc<str>, &(Arc<str>, f64))> = self.latest.iter().collect();
+        let mut all: Vec<(&Arc<str>, &Arc<str>, f64)> = self
+            .latest
+            .iter()
+            .map(|(cp, (site, score))| (cp, site, *score))
+            .collect();
         // Lowest score first; ties by id, so the set does not flicker between scrapes.
-        all.sort_by(|a, b| a.1 .1.total_cmp(&b.1 .1).then_with(|| a.0.cmp(b.0)));
+        all.sort_by(|a, b| a.2.total_cmp(&b.2).then_with(|| a.0.cmp(b.0)));
         all.truncate(self.limit);
         let now: Vec<(Labels, f64)> = all
             .into_iter()
-            .map(|(cp, (site, score))| {
-                (
-                    labels2("charge_point_id", &**cp, "site_id", &**site),
-                    *score,
-                )
-            })
+            .map(|(cp, site, score)| (labels2("charge_point_id", &**cp, "site_id", &**site), score))
             .collect();
         for old in &self.exported {
             if !now.iter().any(|(l, _)| l == old) {

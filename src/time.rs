@@ -205,7 +205,9 @@ pub mod rfc3339_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Millis>, D::Error> {
         match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
-            Some(s) => parse_rfc3339(&s).map(Some).map_err(serde::de::Error::custom),
+            Some(s) => parse_rfc3339(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
             None => Ok(None),
         }
     }

@@ -319,7 +319,9 @@ fn anomalies_notifications_and_dead_letters_go_to_their_topics() {
     let mut values: Vec<String> = records.into_iter().map(|r| r.3).collect();
     for kind in evflow::model::NotificationKind::ALL {
         assert!(
-            values.iter().any(|v| v.contains(&format!("\"kind\":\"{}\"", kind.as_str()))),
+            values
+                .iter()
+                .any(|v| v.contains(&format!("\"kind\":\"{}\"", kind.as_str()))),
             "driver-app: no {kind:?}"
         );
     }

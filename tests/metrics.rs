@@ -144,3 +144,46 @@ fn metrics_are_served_live_with_documented_names() {
         "{dead:#?}"
     );
 }
+
+/// The README's metrics table, `DOCUMENTED` and what the registry exposes name the same
+/// families.
+#[test]
+fn readme_documents_every_exposed_metric() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|s| s.split("\n### ").next())
+        .expect("a Metrics section");
+    let mut in_readme: Vec<String> = section
+        .lines()
+        .filter(|l| l.starts_with("| `evflow_"))
+        .flat_map(|l| {
+            l.split('|').nth(1).into_iter().flat_map(|c| {
+                c.split(',')
+                    .map(|n| n.trim().trim_matches('`').to_string())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    in_readme.sort();
+    let text = evflow::metrics::Metrics::new().encode();
+    let mut exposed: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').expect("# TYPE name kind");
+            if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            }
+        })
+        .collect();
+    exposed.sort();
+    let mut documented: Vec<String> = DOCUMENTED.iter().map(|s| s.to_string()).collect();
+    documented.sort();
+    assert_eq!(in_readme, exposed, "README vs /metrics");
+    assert_eq!(documented, exposed, "DOCUMENTED vs /metrics");
+}

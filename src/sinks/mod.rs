@@ -225,6 +225,14 @@ impl OutputSinks {
             } else {
                 return Err(SinkError::Route(format!("route {}: no sink", r.name)));
             };
+            let kind = match &sink {
+                RouteSink::Webhook(_) => Some("webhook"),
+                RouteSink::Alertmanager(_) => Some("alertmanager"),
+                RouteSink::Jsonl(_) | RouteSink::Kafka(_) => None,
+            };
+            if let Some(kind) = kind {
+                self.metrics.route_opened(kind, &r.name);
+            }
             self.routes.push(Route {
                 cfg: r.clone(),
                 sink,
