@@ -393,35 +393,24 @@ impl AlertmanagerSink {
 
     /// Pushes what is pending (resolutions above all) within `max_wait`, then stops.
     pub fn drain(mut self, max_wait: Duration) -> AlertDrainReport {
-        let start = Instant::now();
-        let deadline = start + max_wait;
-        let mut next_progress = start + PROGRESS_EVERY;
         {
             let mut st = self.shared.lock();
             st.flush_now = true;
             self.shared.changed.notify_all();
-            loop {
-                let now = Instant::now();
-                let pending = st.pending();
-                if pending == 0 || now >= deadline {
-                    break;
-                }
-                if now >= next_progress {
+            let route = &self.route;
+            let _settled = http::wait_settled(
+                st,
+                &self.shared.changed,
+                max_wait,
+                PROGRESS_EVERY,
+                |st| st.pending(),
+                |st, waiting| {
                     tracing::info!(
-                        "alertmanager route {}: {pending} change(s) waiting; last error: {}",
-                        self.route,
+                        "alertmanager route {route}: {waiting} change(s) waiting; last error: {}",
                         st.last_error.as_deref().unwrap_or("none")
-                    );
-                    next_progress = now + PROGRESS_EVERY;
-                }
-                let wake = deadline.min(next_progress).saturating_duration_since(now);
-                st = self
-                    .shared
-                    .changed
-                    .wait_timeout(st, wake)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+                    )
+                },
+            );
         }
         self.stop();
         let st = self.shared.lock();

@@ -143,6 +143,38 @@ fn fnv1a(bytes: &[u8], attempt: u32) -> u64 {
     h
 }
 
+/// Waits on `changed` until `pending(state)` is 0 or `max_wait` has passed, logging
+/// `describe(state, pending)` every `progress_every` meanwhile; returns the guard. The end-of-run
+/// drain of the delivery sinks.
+pub fn wait_settled<'a, S>(
+    mut st: std::sync::MutexGuard<'a, S>,
+    changed: &std::sync::Condvar,
+    max_wait: Duration,
+    progress_every: Duration,
+    pending: impl Fn(&S) -> u64,
+    describe: impl Fn(&S, u64),
+) -> std::sync::MutexGuard<'a, S> {
+    let start = std::time::Instant::now();
+    let deadline = start + max_wait;
+    let mut next_progress = start + progress_every;
+    loop {
+        let now = std::time::Instant::now();
+        let waiting = pending(&st);
+        if waiting == 0 || now >= deadline {
+            return st;
+        }
+        if now >= next_progress {
+            describe(&st, waiting);
+            next_progress = now + progress_every;
+        }
+        let wake = deadline.min(next_progress).saturating_duration_since(now);
+        st = changed
+            .wait_timeout(st, wake)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+}
+
 /// Wall-clock time in ms since the epoch (delivery timestamps are about when, not event time).
 pub fn now_millis() -> crate::model::Millis {
     std::time::SystemTime::now()

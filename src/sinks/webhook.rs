@@ -439,33 +439,21 @@ impl WebhookSink {
         if let Err(e) = self.flush() {
             tracing::error!("webhook route {}: {e}", self.route);
         }
-        let start = Instant::now();
-        let deadline = start + max_wait;
-        let mut next_progress = start + PROGRESS_EVERY;
         {
-            let mut st = self.shared.lock();
-            loop {
-                let now = Instant::now();
-                if st.settled >= st.appended || now >= deadline {
-                    break;
-                }
-                if now >= next_progress {
+            let route = &self.route;
+            let _settled = http::wait_settled(
+                self.shared.lock(),
+                &self.shared.changed,
+                max_wait,
+                PROGRESS_EVERY,
+                |st| st.appended.saturating_sub(st.settled),
+                |st, waiting| {
                     tracing::info!(
-                        "webhook route {}: {} waiting; last error: {}",
-                        self.route,
-                        st.appended - st.settled,
+                        "webhook route {route}: {waiting} waiting; last error: {}",
                         st.last_error.as_deref().unwrap_or("none")
-                    );
-                    next_progress = now + PROGRESS_EVERY;
-                }
-                let wake = deadline.min(next_progress).saturating_duration_since(now);
-                st = self
-                    .shared
-                    .changed
-                    .wait_timeout(st, wake)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+                    )
+                },
+            );
         }
         self.stop();
         let st = self.shared.lock();
