@@ -760,12 +760,12 @@ pub struct NotificationConfig {
     /// Also send `station_available` to the public availability feed (recipient `public`).
     #[serde(default)]
     pub public_feed: bool,
-    /// A driver gets the same kind about the same connector at most once per this interval
-    /// (hysteresis: a flapping station does not spam).
+    /// A driver is not told the same state (available / out of order) of the same connector
+    /// again within this interval (hysteresis: a flapping station does not spam).
     #[serde(default = "defaults::repeat_min_interval")]
     pub repeat_min_interval: Duration,
-    /// At most this many notifications per driver in any hour; beyond, they are suppressed
-    /// and counted (`evflow_notifications_suppressed_total`).
+    /// At most this many station and maintenance notifications per driver in any hour;
+    /// beyond, they are suppressed and counted (`evflow_notifications_suppressed_total`).
     #[serde(default = "defaults::driver_max_per_hour")]
     pub driver_max_per_hour: u32,
     /// Quiet hours per audience. Only drivers have them: operator alerts are never held.

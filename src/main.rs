@@ -212,7 +212,7 @@ fn main() -> Result<()> {
                     cfg.output.dir.display()
                 );
             } else if !append {
-                clear_outputs(&cfg.output.dir)?;
+                clear_outputs(&cfg.output.dir, &cfg.notifications.routes)?;
             }
             let metrics = Metrics::with_config(&cfg.metrics);
             if !cfg.metrics.addr.is_empty() {
@@ -367,8 +367,15 @@ fn main() -> Result<()> {
 }
 
 /// Removes what an earlier run wrote to `dir` (only evflow's own outputs).
-fn clear_outputs(dir: &Path) -> Result<()> {
-    for table in ["sessions", "charging_periods", "revenue", "health"] {
+fn clear_outputs(dir: &Path, routes: &[evflow::config::RouteConfig]) -> Result<()> {
+    for table in [
+        "sessions",
+        "charging_periods",
+        "revenue",
+        "health",
+        "uptime",
+        "outages",
+    ] {
         let p = dir.join(table);
         if p.exists() {
             std::fs::remove_dir_all(&p)
@@ -388,6 +395,16 @@ fn clear_outputs(dir: &Path) -> Result<()> {
         "cdrs.jsonl",
     ] {
         let p = dir.join(file);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    // Route files too; not `delivery/`, whose outboxes may hold what is not delivered yet.
+    for p in routes
+        .iter()
+        .filter_map(|r| r.jsonl.as_ref())
+        .map(|f| dir.join(f))
+    {
         if p.exists() {
             std::fs::remove_file(&p).with_context(|| format!("cannot remove {}", p.display()))?;
         }

@@ -648,9 +648,9 @@ pub struct NotificationTrigger {
     pub connector_id: Option<u32>,
     pub event_time: Millis,
     pub facts: serde_json::Value,
-    /// The driver of the session concerned (charging_almost_complete, or a station going out
-    /// of order under a session in progress).
-    pub driver: Option<Arc<str>>,
+    /// The drivers of the sessions concerned (charging_almost_complete; a connector, or the
+    /// whole charger, going out of order under sessions in progress).
+    pub drivers: Vec<Arc<str>>,
     /// Drivers who used the charger recently (maintenance_upcoming), sorted.
     pub recent_users: Vec<Arc<str>>,
 }

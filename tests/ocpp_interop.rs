@@ -200,7 +200,12 @@ fn outcome(version: &'static str) -> &'static Outcome {
         assert!(lines > 1000, "{lines} lines");
 
         // Nobody watches these chargers: availability goes to the public feed.
-        let dataflow = file_dataflow(&dir, &traffic, None, "[notifications]\npublic_feed = true\n");
+        let dataflow = file_dataflow(
+            &dir,
+            &traffic,
+            None,
+            "[notifications]\npublic_feed = true\n",
+        );
         let out = dir.join("out");
         let run = run_ok(&[
             "run",

@@ -45,7 +45,8 @@ use crate::sources::{Position, Resume};
 /// The state directory under the output directory (`_`: ignored by Spark/Hive globs).
 pub const STATE_DIR: &str = "_state";
 const MANIFEST: &str = "manifest.json";
-const VERSION: u32 = 1;
+// 2: the aggregation's snapshot holds the notification router; the sinks', route lengths.
+const VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {

@@ -468,8 +468,15 @@ pub fn sink_order(a: &Output, b: &Output) -> Ordering {
             &x.charge_point_id,
             x.connector_id,
             x.kind,
+            &x.drivers,
         )
-            .cmp(&(y.event_time, &y.charge_point_id, y.connector_id, y.kind)),
+            .cmp(&(
+                y.event_time,
+                &y.charge_point_id,
+                y.connector_id,
+                y.kind,
+                &y.drivers,
+            )),
         (Output::BackInOrder(x), Output::BackInOrder(y)) => (
             x.event_time,
             &x.charge_point_id,

@@ -175,6 +175,9 @@ struct Alert {
     starts_at: Millis,
     /// When it resolved (its `endsAt`); `None` while firing.
     resolved_at: Option<Millis>,
+    /// Event time of the newest record that (re)opened it: a back-in-order older than that
+    /// (sinks see a batch's records grouped by type) does not resolve it.
+    opened_at: Millis,
     /// Bumped at every change; `acked` is the version Alertmanager acknowledged (0: none).
     version: u64,
     acked: u64,
@@ -363,6 +366,7 @@ impl AlertmanagerSink {
         match st.alerts.get_mut(&key) {
             Some(a) if a.resolved_at.is_none() => {
                 a.annotations = annotations;
+                a.opened_at = a.opened_at.max(n.event_time);
                 touch(&mut st, &key);
             }
             _ => {
@@ -375,7 +379,10 @@ impl AlertmanagerSink {
                     kind,
                 );
                 let starts_at = n.event_time.min(http::now_millis());
-                insert(&mut st, key, labels, annotations, starts_at);
+                insert(&mut st, key.clone(), labels, annotations, starts_at);
+                if let Some(a) = st.alerts.get_mut(&key) {
+                    a.opened_at = n.event_time;
+                }
             }
         }
         self.changed(&st);
@@ -386,6 +393,10 @@ impl AlertmanagerSink {
     pub fn back_in_order(&mut self, charge_point_id: &str, connector_id: Option<u32>, at: Millis) {
         let key = AlertKey::OutOfOrder(charge_point_id.to_string(), connector_id);
         let mut st = self.shared.lock();
+        // The station went out of order again after this: the alert stays.
+        if st.alerts.get(&key).is_some_and(|a| a.opened_at > at) {
+            return;
+        }
         if resolve(&mut st, &key, at.min(http::now_millis())) {
             self.changed(&st);
         }
@@ -521,6 +532,7 @@ fn insert(
             annotations,
             starts_at,
             resolved_at: None,
+            opened_at: starts_at,
             version: 0,
             acked,
             last_sent: None,
@@ -828,6 +840,32 @@ mod tests {
             facts: serde_json::json!({"status": status}),
             held_until: None,
         }
+    }
+
+    #[test]
+    fn a_back_in_order_older_than_the_latest_fault_does_not_resolve() {
+        let mut sink = AlertmanagerSink::start(
+            "t",
+            &AlertmanagerConfig::new("http://127.0.0.1:9"),
+            Metrics::new(),
+        )
+        .expect("sink");
+        let t0 = http::now_millis() - 600_000;
+        sink.out_of_order(&out_of_order(t0, "Faulted", Audience::Operator));
+        // Back at t0 + 60 s and out again at t0 + 120 s, seen in the other order.
+        sink.out_of_order(&out_of_order(t0 + 120_000, "Faulted", Audience::Operator));
+        sink.back_in_order("CP-2", None, t0 + 60_000);
+        let firing = |s: &AlertmanagerSink| {
+            s.shared
+                .lock()
+                .alerts
+                .values()
+                .filter(|a| a.resolved_at.is_none())
+                .count()
+        };
+        assert_eq!(firing(&sink), 1);
+        sink.back_in_order("CP-2", None, t0 + 180_000);
+        assert_eq!(firing(&sink), 0);
     }
 
     fn alerts(r: &Request) -> Vec<serde_json::Value> {

@@ -103,8 +103,8 @@ pub struct WebhookConfig {
     /// the outbox on disk.
     #[serde(default = "defaults::queue_capacity")]
     pub queue_capacity: usize,
-    /// The dead-letter file (relative paths are under the output dir). Default:
-    /// `<output dir>/<route>.dead-letter.jsonl`.
+    /// The dead-letter file (relative paths are under the route's directory,
+    /// `<output.dir>/delivery/`). Default: `<output.dir>/delivery/<route>.dead-letter.jsonl`.
     #[serde(default)]
     pub dead_letter: Option<PathBuf>,
 }

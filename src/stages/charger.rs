@@ -435,7 +435,10 @@ impl ChargerStages {
                 json!({}),
                 out,
             );
-            back_in_order(&st.id, &st.station.site_id, None, t, out);
+            // Back in order, unless the charger itself (connector 0) is still down.
+            if !st.connectors.iter().any(|c| c.id == 0 && c.is_down()) {
+                back_in_order(&st.id, &st.station.site_id, None, t, out);
+            }
         }
         let previously_seen = st.last_seen;
         if t - previously_seen > NOTABLE_SILENCE && !matches!(ev.kind, EventKind::CallResult { .. })
@@ -470,6 +473,12 @@ impl ChargerStages {
                 if *error_code != ErrorCode::NoError || *status == ConnectorStatus::Faulted {
                     st.health.error_reported(c);
                 }
+                // A whole charger going down concerns every session on it.
+                let charger_drivers = if c == 0 {
+                    session_drivers(&st.connectors)
+                } else {
+                    Vec::new()
+                };
                 let cs = connector(&mut st.connectors, c);
                 // Who caused a fault, for uptime: the grid, or the vehicle (23 CFR 680.116).
                 cs.fault_exclusion = match error_code.as_str() {
@@ -528,9 +537,10 @@ impl ChargerStages {
                 let prev = cs.status.replace(*status);
                 if cs.is_down() && !was_down && !in_maintenance(&st.maintenance, t) {
                     let facts = json!({"status": status.as_str(), "error_code": error_code.as_str(), "vendor_detail": vendor_detail.as_deref()});
-                    let driver = cs.session.as_ref().and_then(|s| s.id_tag.clone());
+                    let mut drivers = charger_drivers;
+                    drivers.extend(cs.session.as_ref().and_then(|s| s.id_tag.clone()));
                     let trigger = NotificationTrigger {
-                        driver,
+                        drivers,
                         ..trigger(
                             NotificationKind::StationOutOfOrder,
                             &st.id,
@@ -684,12 +694,10 @@ impl ChargerStages {
                                 "energy_wh": s.sample_energy_wh.round() as i64,
                                 "basis": if by_soc { "soc" } else { "power_taper" },
                             });
-                            let driver = s
-                                .id_tag
-                                .clone()
-                                .unwrap_or_else(|| Arc::from(UNKNOWN_DRIVER));
+                            // A session nobody identified has nobody to tell.
+                            let drivers: Vec<Arc<str>> = s.id_tag.iter().cloned().collect();
                             let trigger = NotificationTrigger {
-                                driver: Some(driver),
+                                drivers,
                                 ..trigger(
                                     NotificationKind::ChargingAlmostComplete,
                                     &st.id,
@@ -808,6 +816,11 @@ impl ChargerStages {
                 if *active {
                     st.health.error_reported(c);
                 }
+                let charger_drivers = if c == 0 && *active {
+                    session_drivers(&st.connectors)
+                } else {
+                    Vec::new()
+                };
                 let cs = connector(&mut st.connectors, c);
                 let was_down = cs.is_down();
                 cs.fault_active = *active;
@@ -815,10 +828,11 @@ impl ChargerStages {
                     let details = json!({"error_code": code.as_ref(), "source": "NotifyEvent"});
                     set_faulted(&mut st.book, &subject, conn_key, t, true, details, out);
                     if !was_down && !in_maintenance(&st.maintenance, t) {
-                        let driver = cs.session.as_ref().and_then(|s| s.id_tag.clone());
+                        let mut drivers = charger_drivers;
+                        drivers.extend(cs.session.as_ref().and_then(|s| s.id_tag.clone()));
                         let facts = json!({"error_code": code.as_ref(), "source": "NotifyEvent"});
                         let trigger = NotificationTrigger {
-                            driver,
+                            drivers,
                             ..trigger(
                                 NotificationKind::StationOutOfOrder,
                                 &st.id,
@@ -928,6 +942,17 @@ impl ChargerStages {
             }
         }
     }
+}
+
+/// The drivers of the sessions in progress on a charger, sorted.
+fn session_drivers(connectors: &[ConnectorState]) -> Vec<Arc<str>> {
+    let mut v: Vec<Arc<str>> = connectors
+        .iter()
+        .filter_map(|c| c.session.as_ref().and_then(|s| s.id_tag.clone()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// Opens (`faulted`) or resolves `connector_faulted` on a connector (None: the charger).
@@ -1384,14 +1409,17 @@ fn advance(st: &mut ChargerState, cfg: &StageConfig, now: Millis, out: &mut Vec<
                 let last_seen = st.last_seen;
                 update_uptime(st, cfg, last_seen, out);
                 if opened.is_some() && !in_maintenance(&st.maintenance, at) {
-                    let trigger = trigger(
-                        NotificationKind::StationOutOfOrder,
-                        &st.id,
-                        &st.station.site_id,
-                        None,
-                        at,
-                        json!({"cause": "communication_lost", "last_message": format_rfc3339(st.last_seen)}),
-                    );
+                    let trigger = NotificationTrigger {
+                        drivers: session_drivers(&st.connectors),
+                        ..trigger(
+                            NotificationKind::StationOutOfOrder,
+                            &st.id,
+                            &st.station.site_id,
+                            None,
+                            at,
+                            json!({"cause": "communication_lost", "last_message": format_rfc3339(st.last_seen)}),
+                        )
+                    };
                     out.push(Output::Trigger(Box::new(trigger)));
                 }
             }

@@ -66,7 +66,7 @@ pub fn trigger(
         connector_id,
         event_time: at,
         facts,
-        driver: None,
+        drivers: Vec::new(),
         recent_users: Vec::new(),
     }
 }
@@ -93,13 +93,15 @@ pub fn record(
     recipient: &Arc<str>,
 ) -> NotificationRecord {
     let conn = t.connector_id.map_or(String::new(), |c| c.to_string());
-    let id = stable_id(&[
-        t.kind.as_str(),
-        &t.charge_point_id,
-        &conn,
-        &t.event_time.to_string(),
-        recipient,
-    ]);
+    let at = t.event_time.to_string();
+    let mut parts = vec![t.kind.as_str(), &t.charge_point_id, &conn, &at, recipient];
+    // Two windows noticed at once (a charger first seen late) are two notifications.
+    if let Some(start) = t.facts.get("start").and_then(|v| v.as_str()) {
+        if t.kind == NotificationKind::MaintenanceUpcoming {
+            parts.push(start);
+        }
+    }
+    let id = stable_id(&parts);
     NotificationRecord {
         id,
         kind: t.kind,
@@ -194,8 +196,8 @@ struct HeldKey {
     slot: String,
 }
 
-/// (recipient, charger, connector, kind)
-type SentKey = (Arc<str>, Arc<str>, Option<u32>, NotificationKind);
+/// (recipient, charger, connector)
+type StateKey = (Arc<str>, Arc<str>, Option<u32>);
 
 /// The router's state (worker 0; part of the aggregation's commit snapshot).
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -206,12 +208,17 @@ pub struct NotificationRouter {
     added: u64,
     /// Where a Kafka watch source stands (next offset per partition) after what was added.
     pub watch_positions: BTreeMap<i32, i64>,
-    /// Hysteresis: last time each (recipient, charger, connector, kind) was notified.
-    last_sent: BTreeMap<SentKey, Millis>,
+    /// Hysteresis: the last station state (available / out of order) each driver was told
+    /// about each connector, and when.
+    last_state: BTreeMap<StateKey, (NotificationKind, Millis)>,
     /// Rate limit: each driver's notification times within the last hour.
     sent_times: BTreeMap<Arc<str>, VecDeque<Millis>>,
-    /// Held for quiet hours, with their release time.
+    /// Held for quiet hours, with their release time (`held_until`). In snapshots as JSON
+    /// text: a record's `facts` is free-form JSON, which bincode cannot read back.
+    #[serde(with = "held_as_json")]
     held: BTreeMap<HeldKey, NotificationRecord>,
+    /// The earliest `held_until` in `held`: nothing to scan before it.
+    next_release: Option<Millis>,
     /// Suppressed since the last [`take_suppressed`](Self::take_suppressed).
     #[serde(skip)]
     suppressed: BTreeMap<(NotificationKind, Suppressed), u64>,
@@ -306,11 +313,11 @@ impl NotificationRouter {
             NotificationKind::StationAvailable => {
                 drivers = self.watchers(t);
             }
-            NotificationKind::ChargingAlmostComplete => drivers.extend(t.driver.clone()),
+            NotificationKind::ChargingAlmostComplete => drivers.extend(t.drivers.iter().cloned()),
             NotificationKind::StationOutOfOrder => {
                 operator = true;
                 drivers = self.watchers(t);
-                drivers.extend(t.driver.clone());
+                drivers.extend(t.drivers.iter().cloned());
             }
             NotificationKind::MaintenanceUpcoming => {
                 operator = true;
@@ -360,37 +367,43 @@ impl NotificationRouter {
     }
 
     /// Hysteresis and rate limit for one driver notification; records it when admitted.
+    /// Hysteresis drops only a repeat of the state the driver was last told about (so the
+    /// last word is the station's latest state); the rate limit bounds the rest. A driver's
+    /// own session notice is neither.
     fn admit(
         &mut self,
         driver: &Arc<str>,
         t: &NotificationTrigger,
         cfg: &NotificationConfig,
     ) -> bool {
-        let key = (
-            driver.clone(),
-            t.charge_point_id.clone(),
-            t.connector_id,
+        let station_state = matches!(
             t.kind,
+            NotificationKind::StationAvailable | NotificationKind::StationOutOfOrder
         );
-        // Session notices are one per session already; hysteresis is for station states.
-        if t.kind != NotificationKind::ChargingAlmostComplete {
-            if let Some(last) = self.last_sent.get(&key) {
-                if t.event_time - last < cfg.repeat_min_interval.0 && t.event_time >= *last {
+        let key = (driver.clone(), t.charge_point_id.clone(), t.connector_id);
+        if station_state {
+            if let Some((kind, last)) = self.last_state.get(&key) {
+                let since = t.event_time - last;
+                if *kind == t.kind && (0..cfg.repeat_min_interval.0).contains(&since) {
                     self.count(t.kind, Suppressed::Repeat);
                     return false;
                 }
             }
         }
-        let times = self.sent_times.entry(driver.clone()).or_default();
-        while times.front().is_some_and(|s| *s <= t.event_time - HOUR) {
-            times.pop_front();
+        if t.kind != NotificationKind::ChargingAlmostComplete {
+            let times = self.sent_times.entry(driver.clone()).or_default();
+            while times.front().is_some_and(|s| *s <= t.event_time - HOUR) {
+                times.pop_front();
+            }
+            if times.len() >= cfg.driver_max_per_hour as usize {
+                self.count(t.kind, Suppressed::RateLimit);
+                return false;
+            }
+            times.push_back(t.event_time);
         }
-        if times.len() >= cfg.driver_max_per_hour as usize {
-            self.count(t.kind, Suppressed::RateLimit);
-            return false;
+        if station_state {
+            self.last_state.insert(key, (t.kind, t.event_time));
         }
-        times.push_back(t.event_time);
-        self.last_sent.insert(key, t.event_time);
         true
     }
 
@@ -407,9 +420,20 @@ impl NotificationRouter {
             connector_id: n.connector_id,
             slot,
         };
+        let until = n.held_until;
         if let Some(old) = self.held.insert(key, n) {
             self.count(old.kind, Suppressed::Superseded);
+            // What never goes out does not use up the driver's hourly allowance.
+            if let Some(times) = self.sent_times.get_mut(&old.recipient) {
+                if let Some(i) = times.iter().position(|t| *t == old.event_time) {
+                    times.remove(i);
+                }
+            }
         }
+        self.next_release = match (self.next_release, until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     fn count(&mut self, kind: NotificationKind, why: Suppressed) {
@@ -420,11 +444,13 @@ impl NotificationRouter {
     /// ended are released, and old hysteresis and rate-limit entries are forgotten.
     pub fn advance(&mut self, w: Millis, cfg: &NotificationConfig, out: &mut Vec<Output>) {
         self.apply_watches(w);
-        self.release(|n| n.held_until.is_some_and(|h| h <= w), out);
+        if self.next_release.is_some_and(|r| r <= w) {
+            self.release(|n| n.held_until.is_some_and(|h| h <= w), out);
+        }
         if w - self.last_prune >= HOUR {
             self.last_prune = w;
             let keep = cfg.repeat_min_interval.0;
-            self.last_sent.retain(|_, t| w - *t < keep);
+            self.last_state.retain(|_, (_, t)| w - *t < keep);
             self.sent_times
                 .retain(|_, v| v.back().is_some_and(|t| w - *t < HOUR));
             for m in self.watches.values_mut() {
@@ -452,6 +478,7 @@ impl NotificationRouter {
                 out.push(Output::Notification(n));
             }
         }
+        self.next_release = self.held.values().filter_map(|n| n.held_until).min();
     }
 
     /// Suppression counts since the last call, for metrics.
@@ -462,6 +489,34 @@ impl NotificationRouter {
     /// Watches in force (targets × drivers), for the run summary.
     pub fn watch_count(&self) -> usize {
         self.watches.values().map(|m| m.len()).sum()
+    }
+}
+
+/// The held notifications in a snapshot: (key, the record as JSON text) pairs.
+mod held_as_json {
+    use super::*;
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        held: &BTreeMap<HeldKey, NotificationRecord>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let pairs = held
+            .iter()
+            .map(|(k, n)| Ok((k, serde_json::to_string(n).map_err(S::Error::custom)?)))
+            .collect::<Result<Vec<_>, S::Error>>()?;
+        pairs.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<HeldKey, NotificationRecord>, D::Error> {
+        Vec::<(HeldKey, String)>::deserialize(d)?
+            .into_iter()
+            .map(|(k, text)| Ok((k, serde_json::from_str(&text).map_err(D::Error::custom)?)))
+            .collect()
     }
 }
 
@@ -613,7 +668,7 @@ mod tests {
         );
         out.clear();
         let mut t = trig(NotificationKind::StationOutOfOrder, "CP-1", Some(2), 10_000);
-        t.driver = Some(Arc::from("ZOE"));
+        t.drivers = vec![Arc::from("ZOE")];
         r.route(&t, &cfg, &reference, &mut out);
         assert_eq!(
             recipients(&out),
@@ -821,7 +876,7 @@ mod tests {
             Some(2),
             night + 3 * HOUR,
         );
-        t.driver = Some(Arc::from("ALICE"));
+        t.drivers = vec![Arc::from("ALICE")];
         r.route(&t, &cfg, &reference, &mut out);
         // Her own session's notice is not held.
         assert_eq!(recipients(&out), [("ALICE".to_string(), Audience::Driver)]);
@@ -849,6 +904,99 @@ mod tests {
             r.take_suppressed()[&(NotificationKind::StationOutOfOrder, Suppressed::Superseded)],
             1
         );
+    }
+
+    #[test]
+    fn hysteresis_drops_repeats_only_so_the_last_word_is_the_latest_state() {
+        let cfg = NotificationConfig::default();
+        let reference = reference();
+        let mut r = NotificationRouter::new();
+        r.add_watches(
+            [watch(
+                "ALICE",
+                WatchTarget::ChargePoint(Arc::from("CP-1")),
+                WatchAction::Watch,
+                0,
+            )],
+            &BTreeMap::new(),
+        );
+        let mut out = vec![];
+        let min = 60_000;
+        for (kind, at) in [
+            (NotificationKind::StationOutOfOrder, 600 * min),
+            (NotificationKind::StationAvailable, 605 * min),
+            (NotificationKind::StationOutOfOrder, 607 * min),
+            (NotificationKind::StationOutOfOrder, 609 * min), // a repeat: dropped
+        ] {
+            r.route(&trig(kind, "CP-1", Some(1), at), &cfg, &reference, &mut out);
+        }
+        let told: Vec<(NotificationKind, Millis)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Notification(n) if n.audience == Audience::Driver => {
+                    Some((n.kind, n.event_time))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            told,
+            [
+                (NotificationKind::StationOutOfOrder, 600 * min),
+                (NotificationKind::StationAvailable, 605 * min),
+                (NotificationKind::StationOutOfOrder, 607 * min),
+            ]
+        );
+    }
+
+    #[test]
+    fn maintenance_windows_noticed_together_have_their_own_ids() {
+        let mut a = trig(NotificationKind::MaintenanceUpcoming, "CP-1", None, 5);
+        a.facts = serde_json::json!({"start": "2026-03-02T10:00:00.000Z"});
+        let mut b = a.clone();
+        b.facts = serde_json::json!({"start": "2026-03-03T10:00:00.000Z"});
+        let op: Arc<str> = Arc::from(OPERATOR);
+        assert_ne!(
+            record(&a, Audience::Operator, &op).id,
+            record(&b, Audience::Operator, &op).id
+        );
+    }
+
+    #[test]
+    fn held_notifications_survive_a_snapshot() {
+        let mut cfg = NotificationConfig::default();
+        cfg.quiet_hours.driver = Some(QuietHours {
+            start: "22:00".into(),
+            end: "07:00".into(),
+            kinds: vec![NotificationKind::StationAvailable],
+        });
+        let reference = reference();
+        let mut r = NotificationRouter::new();
+        r.add_watches(
+            [watch(
+                "ALICE",
+                WatchTarget::ChargePoint(Arc::from("CP-1")),
+                WatchAction::Watch,
+                0,
+            )],
+            &BTreeMap::new(),
+        );
+        let night = 1_767_650_400_000; // 2026-01-05T22:00:00Z
+        let mut t = trig(NotificationKind::StationAvailable, "CP-1", Some(1), night);
+        t.facts = serde_json::json!({"status": "Available", "nested": {"x": [1, 2.5, null]}});
+        let mut out = vec![];
+        r.route(&t, &cfg, &reference, &mut out);
+        assert!(out.is_empty());
+        let bytes = bincode::serialize(&r).expect("save");
+        let mut restored: NotificationRouter = bincode::deserialize(&bytes).expect("restore");
+        restored.advance(night + 9 * HOUR, &cfg, &mut out);
+        match out.as_slice() {
+            [Output::Notification(n)] => {
+                assert_eq!(n.facts, t.facts);
+                assert_eq!(n.held_until, Some(night + 9 * HOUR));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
