@@ -10,8 +10,10 @@
 //! | 09:01 | CP-1/1 Available after the session | ALICE (CP-1), BOB (site) |
 //! | 10:00 | CP-1/2 Faulted | operator, ALICE, BOB — not CAROL (maintenance only) |
 //! | 10:02 | CP-1/2 Available | ALICE, BOB |
-//! | 10:05 | CP-1/2 Faulted again | operator only: ALICE and BOB heard it 5 min ago (hysteresis) |
+//! | 10:05 | CP-1/2 Faulted again | operator, ALICE, BOB: their last word was "available" |
 //! | 10:06 | CP-1/2 Available again | nobody: within `available_min_interval` of 10:02 |
+//! | 10:08 | CP-1/2 Faulted again | operator only: ALICE and BOB were told it 3 min ago (hysteresis) |
+//! | 10:20 | CP-1/2 Available | ALICE, BOB |
 //! | 12:00 | maintenance 14:00–16:00 on CP-1, 2 h ahead | operator, ALICE, BOB, CAROL, ZOE (recent user) |
 //! | 15:00 | BOB stops watching SITE-A | |
 //! | 22:30 | CP-1/1 Unavailable (quiet hours 22:00–07:00) | operator at once; ALICE's held |
@@ -147,6 +149,8 @@ fn notifications_reach_watchers_drivers_and_the_operator() {
         ("10:02", "Available"),
         ("10:05", "Faulted"),
         ("10:06", "Available"),
+        ("10:08", "Faulted"),
+        ("10:20", "Available"),
     ] {
         tr.status(at, "CP-1", 2, s);
     }
@@ -228,6 +232,11 @@ jsonl = "route-ops.jsonl"
         row("station_available", "ALICE", "CP-1", Some(2), "10:02"),
         row("station_available", "BOB", "CP-1", Some(2), "10:02"),
         row("station_out_of_order", "operator", "CP-1", Some(2), "10:05"),
+        row("station_out_of_order", "ALICE", "CP-1", Some(2), "10:05"),
+        row("station_out_of_order", "BOB", "CP-1", Some(2), "10:05"),
+        row("station_out_of_order", "operator", "CP-1", Some(2), "10:08"),
+        row("station_available", "ALICE", "CP-1", Some(2), "10:20"),
+        row("station_available", "BOB", "CP-1", Some(2), "10:20"),
         row("station_out_of_order", "operator", "CP-1", Some(1), "22:30"),
     ]
     .into_iter()
