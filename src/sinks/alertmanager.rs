@@ -278,29 +278,12 @@ impl AlertmanagerSink {
             );
             return;
         }
-        let kind = a.kind.as_str();
         let now = http::now_millis();
         let key = AlertKey::Anomaly(a.id.clone());
         let mut st = self.shared.lock();
         match a.state {
             AnomalyState::Open => {
-                let where_ = place(&a.charge_point_id, a.connector_id, &a.site_id);
-                let mut annotations = BTreeMap::new();
-                annotations.insert(
-                    "summary".to_string(),
-                    format!("{} on {where_}", sentence_case(kind)),
-                );
-                annotations.insert("anomaly_id".to_string(), a.id.clone());
-                annotations.insert("event_time".to_string(), format_rfc3339(a.event_time));
-                annotations.insert("details".to_string(), a.details.to_string());
-                let labels = self.labels(
-                    &camel_case(kind),
-                    a.severity,
-                    &a.charge_point_id,
-                    &a.site_id,
-                    a.connector_id,
-                    kind,
-                );
+                let (labels, annotations) = self.anomaly_alert(a);
                 let starts_at = a.event_time.min(now);
                 let starts_at = match st.alerts.get(&key) {
                     // A repeated open (a replay) keeps the earliest start.
@@ -313,23 +296,7 @@ impl AlertmanagerSink {
                 let end = a.event_time.min(now);
                 if !resolve(&mut st, &key, end) {
                     // Not known here (opened before a restart?): tell Alertmanager anyway.
-                    let mut annotations = BTreeMap::new();
-                    let where_ = place(&a.charge_point_id, a.connector_id, &a.site_id);
-                    annotations.insert(
-                        "summary".to_string(),
-                        format!("{} on {where_}", sentence_case(kind)),
-                    );
-                    annotations.insert("anomaly_id".to_string(), a.id.clone());
-                    annotations.insert("event_time".to_string(), format_rfc3339(a.event_time));
-                    annotations.insert("details".to_string(), a.details.to_string());
-                    let labels = self.labels(
-                        &camel_case(kind),
-                        a.severity,
-                        &a.charge_point_id,
-                        &a.site_id,
-                        a.connector_id,
-                        kind,
-                    );
+                    let (labels, annotations) = self.anomaly_alert(a);
                     insert(&mut st, key.clone(), labels, annotations, end);
                     resolve(&mut st, &key, end);
                 }
@@ -340,6 +307,33 @@ impl AlertmanagerSink {
 
     /// An operator `station_out_of_order` notification fires `StationOutOfOrder` for its
     /// (charger, connector); other notifications are ignored.
+    /// An anomaly's alert labels and annotations.
+    fn anomaly_alert(
+        &self,
+        a: &AnomalyRecord,
+    ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let kind = a.kind.as_str();
+        let where_ = place(&a.charge_point_id, a.connector_id, &a.site_id);
+        let annotations = BTreeMap::from([
+            (
+                "summary".to_string(),
+                format!("{} on {where_}", sentence_case(kind)),
+            ),
+            ("anomaly_id".to_string(), a.id.clone()),
+            ("event_time".to_string(), format_rfc3339(a.event_time)),
+            ("details".to_string(), a.details.to_string()),
+        ]);
+        let labels = self.labels(
+            &camel_case(kind),
+            a.severity,
+            &a.charge_point_id,
+            &a.site_id,
+            a.connector_id,
+            kind,
+        );
+        (labels, annotations)
+    }
+
     pub fn out_of_order(&mut self, n: &NotificationRecord) {
         if n.kind != NotificationKind::StationOutOfOrder || n.audience != Audience::Operator {
             return;

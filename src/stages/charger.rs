@@ -19,7 +19,7 @@ use serde_json::json;
 use super::anomalies::{in_maintenance, AnomalyBook, SampleDetectors, Subject};
 use super::health::{ChargerHealth, Conditions};
 use super::link::{ClockWatch, ErrorWatch, Verdict};
-use super::notifications::{back_in_order, trigger, RecentUsers};
+use super::notifications::{back_in_order, out_of_order, trigger, RecentUsers};
 use super::sessions::OpenSession;
 use super::uptime::{
     exclusion_windows, Down, DownCause, ExclusionReason, ExclusionWindow, PortUptime, UptimeContext,
@@ -539,18 +539,15 @@ impl ChargerStages {
                     let facts = json!({"status": status.as_str(), "error_code": error_code.as_str(), "vendor_detail": vendor_detail.as_deref()});
                     let mut drivers = charger_drivers;
                     drivers.extend(cs.session.as_ref().and_then(|s| s.id_tag.clone()));
-                    let trigger = NotificationTrigger {
+                    out_of_order(
+                        &st.id,
+                        &st.station.site_id,
+                        conn_key,
+                        t,
+                        facts,
                         drivers,
-                        ..trigger(
-                            NotificationKind::StationOutOfOrder,
-                            &st.id,
-                            &st.station.site_id,
-                            conn_key,
-                            t,
-                            facts,
-                        )
-                    };
-                    out.push(Output::Trigger(Box::new(trigger)));
+                        out,
+                    );
                 } else if was_down && !cs.is_down() {
                     back_in_order(&st.id, &st.station.site_id, conn_key, t, out);
                 }
@@ -831,18 +828,15 @@ impl ChargerStages {
                         let mut drivers = charger_drivers;
                         drivers.extend(cs.session.as_ref().and_then(|s| s.id_tag.clone()));
                         let facts = json!({"error_code": code.as_ref(), "source": "NotifyEvent"});
-                        let trigger = NotificationTrigger {
+                        out_of_order(
+                            &st.id,
+                            &st.station.site_id,
+                            conn_key,
+                            t,
+                            facts,
                             drivers,
-                            ..trigger(
-                                NotificationKind::StationOutOfOrder,
-                                &st.id,
-                                &st.station.site_id,
-                                conn_key,
-                                t,
-                                facts,
-                            )
-                        };
-                        out.push(Output::Trigger(Box::new(trigger)));
+                            out,
+                        );
                     }
                 } else if cs.status != Some(ConnectorStatus::Faulted) {
                     // Cleared, and the status does not say Faulted either.
@@ -1409,18 +1403,9 @@ fn advance(st: &mut ChargerState, cfg: &StageConfig, now: Millis, out: &mut Vec<
                 let last_seen = st.last_seen;
                 update_uptime(st, cfg, last_seen, out);
                 if opened.is_some() && !in_maintenance(&st.maintenance, at) {
-                    let trigger = NotificationTrigger {
-                        drivers: session_drivers(&st.connectors),
-                        ..trigger(
-                            NotificationKind::StationOutOfOrder,
-                            &st.id,
-                            &st.station.site_id,
-                            None,
-                            at,
-                            json!({"cause": "communication_lost", "last_message": format_rfc3339(st.last_seen)}),
-                        )
-                    };
-                    out.push(Output::Trigger(Box::new(trigger)));
+                    let facts = json!({"cause": "communication_lost", "last_message": format_rfc3339(st.last_seen)});
+                    let drivers = session_drivers(&st.connectors);
+                    out_of_order(&st.id, &st.station.site_id, None, at, facts, drivers, out);
                 }
             }
             Timer::Stuck(at, c) => {

@@ -71,6 +71,31 @@ pub fn trigger(
     }
 }
 
+/// `station_out_of_order` for a connector (`None`: the whole charger), with the drivers of
+/// the sessions it interrupts.
+pub fn out_of_order(
+    charge_point_id: &Arc<str>,
+    site_id: &Arc<str>,
+    connector_id: Option<u32>,
+    at: Millis,
+    facts: serde_json::Value,
+    drivers: Vec<Arc<str>>,
+    out: &mut Vec<Output>,
+) {
+    let t = NotificationTrigger {
+        drivers,
+        ..trigger(
+            NotificationKind::StationOutOfOrder,
+            charge_point_id,
+            site_id,
+            connector_id,
+            at,
+            facts,
+        )
+    };
+    out.push(Output::Trigger(Box::new(t)));
+}
+
 pub fn back_in_order(
     charge_point_id: &Arc<str>,
     site_id: &Arc<str>,
