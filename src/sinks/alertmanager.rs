@@ -163,10 +163,21 @@ pub struct AlertDrainReport {
     pub pending: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]
 enum AlertKey {
     Anomaly(String),
     OutOfOrder(String, Option<u32>),
+}
+
+/// A firing alert as a commit snapshot keeps it: a restored run goes on re-sending it (else
+/// Alertmanager would time it out while its anomaly is still open).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, Deserialize)]
+pub struct FiringAlert {
+    key: AlertKey,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    starts_at: Millis,
+    opened_at: Millis,
 }
 
 struct Alert {
@@ -307,6 +318,34 @@ impl AlertmanagerSink {
 
     /// An operator `station_out_of_order` notification fires `StationOutOfOrder` for its
     /// (charger, connector); other notifications are ignored.
+    /// The alerts firing now, for a commit snapshot.
+    pub fn firing(&self) -> Vec<FiringAlert> {
+        let st = self.shared.lock();
+        st.alerts
+            .iter()
+            .filter(|(_, a)| a.resolved_at.is_none())
+            .map(|(key, a)| FiringAlert {
+                key: key.clone(),
+                labels: a.labels.clone(),
+                annotations: a.annotations.clone(),
+                starts_at: a.starts_at,
+                opened_at: a.opened_at,
+            })
+            .collect()
+    }
+
+    /// Takes up the alerts a commit snapshot says were firing; they are sent at once.
+    pub fn restore(&mut self, alerts: Vec<FiringAlert>) {
+        let mut st = self.shared.lock();
+        for a in alerts {
+            insert(&mut st, a.key.clone(), a.labels, a.annotations, a.starts_at);
+            if let Some(alert) = st.alerts.get_mut(&a.key) {
+                alert.opened_at = a.opened_at;
+            }
+        }
+        self.changed(&st);
+    }
+
     /// An anomaly's alert labels and annotations.
     fn anomaly_alert(
         &self,
@@ -1008,6 +1047,36 @@ mod tests {
                 .get(),
             0
         );
+    }
+
+    #[test]
+    fn firing_alerts_carry_over_a_restore() {
+        let port = free_port();
+        let server = Server::start(port, |_, _| 200);
+        let cfg = quick(&format!("http://127.0.0.1:{port}"));
+        let now = http::now_millis();
+        let mut before = AlertmanagerSink::start("r", &cfg, Metrics::new()).expect("start");
+        before.anomaly(&anomaly(AnomalyState::Open, now - 1_000));
+        let saved = before.firing();
+        assert_eq!(saved.len(), 1);
+        let bytes = bincode::serialize(&saved).expect("save");
+        assert!(server.wait_for(Duration::from_secs(5), |r| !r.is_empty()));
+        // A crash: the process (and its sink) is gone without resolving anything.
+        drop(before);
+        let seen = server.requests().len();
+
+        let mut after = AlertmanagerSink::start("r", &cfg, Metrics::new()).expect("restart");
+        after.restore(bincode::deserialize(&bytes).expect("restore"));
+        assert!(server.wait_for(Duration::from_secs(5), |r| r.len() > seen));
+        let resent = all_alerts(&server).pop().expect("an alert");
+        assert_eq!(resent["labels"]["alertname"], "ConnectorFaulted");
+        assert_eq!(time(&resent["startsAt"]), now - 1_000);
+        assert!(time(&resent["endsAt"]) > http::now_millis(), "still firing");
+        // Its anomaly resolving after the restart resolves it.
+        after.anomaly(&anomaly(AnomalyState::Resolved, now));
+        assert_eq!(after.drain(Duration::from_secs(5)).pending, 0);
+        let last = all_alerts(&server).pop().expect("an alert");
+        assert_eq!(time(&last["endsAt"]), now);
     }
 
     #[test]

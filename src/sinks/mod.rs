@@ -60,6 +60,8 @@ pub struct SinkState {
     jsonl_lengths: [u64; 5],
     /// Per notification route: the length of its JSONL file or webhook outbox.
     route_lengths: Vec<(String, u64)>,
+    /// Per Alertmanager route: the alerts firing at the commit.
+    firing: Vec<(String, Vec<alertmanager::FiringAlert>)>,
 }
 
 /// What a run wrote, for the summary printed at the end.
@@ -102,8 +104,9 @@ pub struct OutputSinks {
     kafka: Option<kafka::KafkaSink>,
     /// `notifications.routes`: where notifications (and, for Alertmanager, anomalies) go.
     routes: Vec<Route>,
-    /// Route lengths from the commit snapshot, until the routes are opened.
+    /// Route lengths and firing alerts from the commit snapshot, until the routes are opened.
     restored_route_lengths: Vec<(String, u64)>,
+    restored_firing: Vec<(String, Vec<alertmanager::FiringAlert>)>,
     dir: PathBuf,
     metrics: Metrics,
     pub summary: Summary,
@@ -152,6 +155,10 @@ impl OutputSinks {
             .as_ref()
             .map(|s| s.route_lengths.clone())
             .unwrap_or_default();
+        let restored_firing = restored
+            .as_ref()
+            .map(|s| s.firing.clone())
+            .unwrap_or_default();
         let jsonl =
             |name: &str, i: usize| JsonlWriter::open_at(&dir.join(name), lengths.map(|l| l[i]));
         let (sessions, charging_periods, revenue, health, uptime, outages) = match restored {
@@ -183,6 +190,7 @@ impl OutputSinks {
             kafka: None,
             routes: Vec::new(),
             restored_route_lengths,
+            restored_firing,
             dir: dir.to_path_buf(),
             metrics,
             summary: Summary::default(),
@@ -209,11 +217,12 @@ impl OutputSinks {
                     self.metrics.clone(),
                 )?))
             } else if let Some(a) = &r.alertmanager {
-                RouteSink::Alertmanager(Box::new(alertmanager::AlertmanagerSink::start(
-                    &r.name,
-                    a,
-                    self.metrics.clone(),
-                )?))
+                let mut sink =
+                    alertmanager::AlertmanagerSink::start(&r.name, a, self.metrics.clone())?;
+                if let Some(i) = self.restored_firing.iter().position(|(n, _)| *n == r.name) {
+                    sink.restore(self.restored_firing.swap_remove(i).1);
+                }
+                RouteSink::Alertmanager(Box::new(sink))
             } else if let Some(topic) = &r.kafka {
                 if self.kafka.is_none() {
                     return Err(SinkError::Kafka(format!(
@@ -268,6 +277,14 @@ impl OutputSinks {
             };
             route_lengths.push((r.cfg.name.clone(), length));
         }
+        let firing: Vec<(String, Vec<alertmanager::FiringAlert>)> = self
+            .routes
+            .iter()
+            .filter_map(|r| match &r.sink {
+                RouteSink::Alertmanager(a) => Some((r.cfg.name.clone(), a.firing())),
+                _ => None,
+            })
+            .collect();
         bincode::serialize_into(
             w,
             &(
@@ -279,6 +296,7 @@ impl OutputSinks {
                 self.outages.state(),
                 lengths,
                 route_lengths,
+                firing,
             ),
         )
         .map_err(|e| SinkError::Snapshot(e.to_string()))
@@ -295,6 +313,7 @@ impl OutputSinks {
             outages,
             jsonl_lengths,
             route_lengths,
+            firing,
         ) = bincode::deserialize_from(r).map_err(|e| SinkError::Snapshot(e.to_string()))?;
         Ok(SinkState {
             sessions,
@@ -305,6 +324,7 @@ impl OutputSinks {
             outages,
             jsonl_lengths,
             route_lengths,
+            firing,
         })
     }
 
