@@ -41,7 +41,7 @@
 //! `alerts_firing{route}`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -214,17 +214,7 @@ impl State {
     }
 }
 
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // The state stays consistent whatever panicked while holding it; carry on.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+type Shared = http::Shared<State>;
 
 /// One route's Alertmanager: see the module doc.
 pub struct AlertmanagerSink {
@@ -248,13 +238,10 @@ impl AlertmanagerSink {
                 SinkError::Http(format!("alertmanager route {route}: generator_url: {m}"))
             })?;
         }
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                next_version: 1,
-                ..State::default()
-            }),
-            changed: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new(State {
+            next_version: 1,
+            ..State::default()
+        }));
         let pusher = Pusher {
             route: route.to_string(),
             endpoint,
@@ -437,14 +424,11 @@ impl AlertmanagerSink {
 
     /// Pushes what is pending (resolutions above all) within `max_wait`, then stops.
     pub fn drain(mut self, max_wait: Duration) -> AlertDrainReport {
+        self.shared.lock().flush_now = true;
+        self.shared.changed.notify_all();
         {
-            let mut st = self.shared.lock();
-            st.flush_now = true;
-            self.shared.changed.notify_all();
             let route = &self.route;
-            let _settled = http::wait_settled(
-                st,
-                &self.shared.changed,
+            self.shared.wait_settled(
                 max_wait,
                 PROGRESS_EVERY,
                 |st| st.pending(),

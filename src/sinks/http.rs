@@ -143,35 +143,57 @@ fn fnv1a(bytes: &[u8], attempt: u32) -> u64 {
     h
 }
 
-/// Waits on `changed` until `pending(state)` is 0 or `max_wait` has passed, logging
-/// `describe(state, pending)` every `progress_every` meanwhile; returns the guard. The end-of-run
-/// drain of the delivery sinks.
-pub fn wait_settled<'a, S>(
-    mut st: std::sync::MutexGuard<'a, S>,
-    changed: &std::sync::Condvar,
-    max_wait: Duration,
-    progress_every: Duration,
-    pending: impl Fn(&S) -> u64,
-    describe: impl Fn(&S, u64),
-) -> std::sync::MutexGuard<'a, S> {
-    let start = std::time::Instant::now();
-    let deadline = start + max_wait;
-    let mut next_progress = start + progress_every;
-    loop {
-        let now = std::time::Instant::now();
-        let waiting = pending(&st);
-        if waiting == 0 || now >= deadline {
-            return st;
+/// A delivery sink's state, shared by the dataflow side and its delivery thread, with a
+/// condition signalled on every change.
+pub struct Shared<S> {
+    state: std::sync::Mutex<S>,
+    pub changed: std::sync::Condvar,
+}
+
+impl<S> Shared<S> {
+    pub fn new(state: S) -> Shared<S> {
+        Shared {
+            state: std::sync::Mutex::new(state),
+            changed: std::sync::Condvar::new(),
         }
-        if now >= next_progress {
-            describe(&st, waiting);
-            next_progress = now + progress_every;
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+        // A panic elsewhere cannot leave the state inconsistent (counters and maps updated
+        // under the lock in one go); carry on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `pending(state)` is 0 or `max_wait` has passed, logging
+    /// `describe(state, pending)` every `progress_every` meanwhile: the end-of-run drain.
+    pub fn wait_settled(
+        &self,
+        max_wait: Duration,
+        progress_every: Duration,
+        pending: impl Fn(&S) -> u64,
+        describe: impl Fn(&S, u64),
+    ) {
+        let start = std::time::Instant::now();
+        let deadline = start + max_wait;
+        let mut next_progress = start + progress_every;
+        let mut st = self.lock();
+        loop {
+            let now = std::time::Instant::now();
+            let waiting = pending(&st);
+            if waiting == 0 || now >= deadline {
+                return;
+            }
+            if now >= next_progress {
+                describe(&st, waiting);
+                next_progress = now + progress_every;
+            }
+            let wake = deadline.min(next_progress).saturating_duration_since(now);
+            st = self
+                .changed
+                .wait_timeout(st, wake)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        let wake = deadline.min(next_progress).saturating_duration_since(now);
-        st = changed
-            .wait_timeout(st, wake)
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
     }
 }
 

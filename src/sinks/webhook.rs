@@ -52,7 +52,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -196,11 +196,7 @@ struct OutboxLine<'a> {
 }
 
 /// What the sink and its delivery thread share.
-struct Shared {
-    state: Mutex<State>,
-    /// Signalled on every change of `State`.
-    changed: Condvar,
-}
+type Shared = http::Shared<State>;
 
 #[derive(Default)]
 struct State {
@@ -213,13 +209,6 @@ struct State {
     dead_lettered: u64,
     last_error: Option<String>,
     stop: bool,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic elsewhere cannot leave these counters inconsistent; carry on.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 /// One route's webhook: see the module doc.
@@ -325,14 +314,11 @@ impl WebhookSink {
             );
         }
 
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                visible: len,
-                appended: unsettled,
-                ..State::default()
-            }),
-            changed: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new(State {
+            visible: len,
+            appended: unsettled,
+            ..State::default()
+        }));
         metrics
             .delivery_backlog
             .get_or_create(&labels2("sink", SINK, "route", route))
@@ -441,9 +427,7 @@ impl WebhookSink {
         }
         {
             let route = &self.route;
-            let _settled = http::wait_settled(
-                self.shared.lock(),
-                &self.shared.changed,
+            self.shared.wait_settled(
                 max_wait,
                 PROGRESS_EVERY,
                 |st| st.appended.saturating_sub(st.settled),
