@@ -611,6 +611,16 @@ mod tests {
         }
     }
 
+    /// A router where `driver` watches `target` (all kinds, since time 0).
+    fn watched_by(driver: &str, target: WatchTarget) -> NotificationRouter {
+        let mut r = NotificationRouter::new();
+        r.add_watches(
+            [watch(driver, target, WatchAction::Watch, 0)],
+            &BTreeMap::new(),
+        );
+        r
+    }
+
     fn recipients(out: &[Output]) -> Vec<(String, Audience)> {
         out.iter()
             .filter_map(|o| match o {
@@ -764,16 +774,7 @@ mod tests {
     fn flapping_connector_and_busy_driver_are_limited_but_operator_never() {
         let cfg = NotificationConfig::default(); // 15 min, 6 per hour
         let reference = reference();
-        let mut r = NotificationRouter::new();
-        r.add_watches(
-            [watch(
-                "ALICE",
-                WatchTarget::Site(Arc::from("SITE-1")),
-                WatchAction::Watch,
-                0,
-            )],
-            &BTreeMap::new(),
-        );
+        let mut r = watched_by("ALICE", WatchTarget::Site(Arc::from("SITE-1")));
         let mut out = vec![];
         // Connector 1 out of order every minute for 10 minutes.
         for i in 0..10 {
@@ -854,16 +855,7 @@ mod tests {
         });
         cfg.repeat_min_interval = crate::config::Duration(0);
         let reference = reference(); // UTC
-        let mut r = NotificationRouter::new();
-        r.add_watches(
-            [watch(
-                "ALICE",
-                WatchTarget::ChargePoint(Arc::from("CP-1")),
-                WatchAction::Watch,
-                0,
-            )],
-            &BTreeMap::new(),
-        );
+        let mut r = watched_by("ALICE", WatchTarget::ChargePoint(Arc::from("CP-1")));
         let night = 1_767_650_400_000; // 2026-01-05T22:00:00Z
         let morning = night + 9 * HOUR;
         let mut out = vec![];
@@ -935,16 +927,7 @@ mod tests {
     fn hysteresis_drops_repeats_only_so_the_last_word_is_the_latest_state() {
         let cfg = NotificationConfig::default();
         let reference = reference();
-        let mut r = NotificationRouter::new();
-        r.add_watches(
-            [watch(
-                "ALICE",
-                WatchTarget::ChargePoint(Arc::from("CP-1")),
-                WatchAction::Watch,
-                0,
-            )],
-            &BTreeMap::new(),
-        );
+        let mut r = watched_by("ALICE", WatchTarget::ChargePoint(Arc::from("CP-1")));
         let mut out = vec![];
         let min = 60_000;
         for (kind, at) in [
@@ -996,16 +979,7 @@ mod tests {
             kinds: vec![NotificationKind::StationAvailable],
         });
         let reference = reference();
-        let mut r = NotificationRouter::new();
-        r.add_watches(
-            [watch(
-                "ALICE",
-                WatchTarget::ChargePoint(Arc::from("CP-1")),
-                WatchAction::Watch,
-                0,
-            )],
-            &BTreeMap::new(),
-        );
+        let mut r = watched_by("ALICE", WatchTarget::ChargePoint(Arc::from("CP-1")));
         let night = 1_767_650_400_000; // 2026-01-05T22:00:00Z
         let mut t = trig(NotificationKind::StationAvailable, "CP-1", Some(1), night);
         t.facts = serde_json::json!({"status": "Available", "nested": {"x": [1, 2.5, null]}});
