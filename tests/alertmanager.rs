@@ -213,6 +213,25 @@ fn serve(conn: TcpStream, notifications: &Mutex<Vec<Value>>) {
     }
 }
 
+/// The real Alertmanager with `alerts/alertmanager.yml`, its receiver pointed at a receiver
+/// this test runs.
+fn example_alertmanager(binary: &Path, dir: &Path) -> (Receiver, Alertmanager) {
+    let receiver = Receiver::start();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/alertmanager.yml"),
+    )
+    .expect("alerts/alertmanager.yml");
+    assert!(
+        example.contains(EXAMPLE_RECEIVER),
+        "the example's receiver URL changed"
+    );
+    let config = dir.join("alertmanager.yml");
+    let url = format!("http://127.0.0.1:{}/evflow/alerts", receiver.port);
+    std::fs::write(&config, example.replace(EXAMPLE_RECEIVER, &url)).expect("config");
+    let am = Alertmanager::start(binary, &config, dir);
+    (receiver, am)
+}
+
 fn labels(alert: &Value) -> BTreeMap<String, String> {
     serde_json::from_value(alert["labels"].clone()).unwrap_or_default()
 }
@@ -232,19 +251,7 @@ fn alerts_fire_and_resolve_through_the_real_alertmanager() {
     std::fs::create_dir_all(&dir).expect("dir");
 
     // The example config, with the receiver pointed at this test.
-    let receiver = Receiver::start();
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/alertmanager.yml"),
-    )
-    .expect("alerts/alertmanager.yml");
-    assert!(
-        example.contains(EXAMPLE_RECEIVER),
-        "the example's receiver URL changed"
-    );
-    let config = dir.join("alertmanager.yml");
-    let url = format!("http://127.0.0.1:{}/evflow/alerts", receiver.port);
-    std::fs::write(&config, example.replace(EXAMPLE_RECEIVER, &url)).expect("config");
-    let am = Alertmanager::start(&binary, &config, &dir);
+    let (receiver, am) = example_alertmanager(&binary, &dir);
 
     let cfg = AlertmanagerConfig {
         labels: BTreeMap::from([("env".to_string(), "test".to_string())]),
@@ -341,15 +348,7 @@ fn evflow_alerts_fire_and_resolve_through_the_real_alertmanager() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("alertmanager-e2e");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let receiver = Receiver::start();
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/alertmanager.yml"),
-    )
-    .expect("alerts/alertmanager.yml");
-    let config = dir.join("alertmanager.yml");
-    let url = format!("http://127.0.0.1:{}/evflow/alerts", receiver.port);
-    std::fs::write(&config, example.replace(EXAMPLE_RECEIVER, &url)).expect("config");
-    let am = Alertmanager::start(&binary, &config, &dir);
+    let (receiver, am) = example_alertmanager(&binary, &dir);
 
     let dataflow = dir.join("dataflow.toml");
     std::fs::write(
@@ -422,6 +421,7 @@ url = {url:?}
         "StatusNotification",
         status(1, "Faulted", "2026-03-02T10:01:00Z"),
     );
+    // Heartbeats move event time (the watermark) past the fault.
     for m in 2..=5 {
         send(
             &mut stdin,
