@@ -41,7 +41,7 @@ use crate::sinks::kafka::KafkaSink;
 use crate::sinks::{OutputSinks, Summary};
 use crate::sources::file::FileSource;
 use crate::sources::kafka::KafkaSource;
-use crate::sources::side_input::{SideInput, SideInputConsumer};
+use crate::sources::side_input::SideInputStart;
 use crate::sources::simulator::{Fleet, SimulatorSource};
 use crate::sources::stdin::StdinSource;
 use crate::sources::watches::WatchConsumer;
@@ -170,17 +170,17 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
     // (worker 0). Fed in event-time order as the watermark passes them. Bad lines are
     // dead-lettered (`bad_payment_event`, `bad_watch_event`).
     let restored_aggregate_ref = restored.as_ref().and_then(|r| r.aggregate.as_ref());
-    let payments = open_side_input::<PaymentEvent>(
+    let payments = SideInputStart::<PaymentEvent>::open(
         cfg.revenue.payments.as_deref(),
-        cfg,
+        &cfg.kafka,
         &restored_aggregate_ref
             .map(|a| a.payment_positions.clone())
             .unwrap_or_default(),
         restored.is_none(),
     )?;
-    let mut watches = open_side_input::<WatchEvent>(
+    let mut watches = SideInputStart::<WatchEvent>::open(
         cfg.notifications.watches.as_deref(),
-        cfg,
+        &cfg.kafka,
         &restored_aggregate_ref
             .map(|a| a.watch_positions().clone())
             .unwrap_or_default(),
@@ -605,67 +605,6 @@ pub fn run(cfg: &DataflowConfig, metrics: &Metrics) -> Result<RunReport, Dataflo
         elapsed: started.elapsed(),
         summary,
     })
-}
-
-/// A side input at the start of a run: what a file or a `stop=end` topic held, its bad lines
-/// as dead letters, and a live consumer.
-struct SideInputStart<T> {
-    initial: Vec<T>,
-    bad: Vec<DeadLetter>,
-    consumer: Option<SideInputConsumer<T>>,
-    positions: std::collections::BTreeMap<i32, i64>,
-}
-
-fn open_side_input<T: SideInput>(
-    path: Option<&std::path::Path>,
-    cfg: &DataflowConfig,
-    resumed_positions: &std::collections::BTreeMap<i32, i64>,
-    fresh: bool,
-) -> Result<SideInputStart<T>, DataflowError> {
-    let mut start = SideInputStart {
-        initial: Vec::new(),
-        bad: Vec::new(),
-        consumer: None,
-        positions: Default::default(),
-    };
-    let mut bad_lines = Vec::new();
-    match path.and_then(|p| p.to_str()) {
-        Some(url) if url.starts_with("kafka://") => {
-            let src = crate::sources::kafka::parse_url(url)
-                .map_err(|e| SourceError::Kafka(format!("{}: {e}", T::NAME)))?;
-            let mut consumer = SideInputConsumer::<T>::open(&src, &cfg.kafka, resumed_positions)?;
-            if consumer.stop_at_end {
-                consumer.read_to_end(
-                    Duration::from_secs(120),
-                    &mut start.initial,
-                    &mut bad_lines,
-                )?;
-            }
-            start.positions = consumer.positions().clone();
-            start.consumer = Some(consumer);
-        }
-        // A resumed run has the file's events in its snapshot already.
-        Some(_) if fresh => {
-            if let Some(p) = path {
-                let (events, bad) = crate::sources::side_input::read_jsonl::<T>(p)?;
-                start.initial = events;
-                bad_lines = bad;
-            }
-        }
-        _ => {}
-    }
-    start.bad = bad_lines
-        .into_iter()
-        .map(|b| b.into_dead_letter())
-        .collect();
-    if !start.bad.is_empty() {
-        tracing::warn!(
-            "{} {} line(s) not usable (see dead-letter.jsonl)",
-            start.bad.len(),
-            T::NAME
-        );
-    }
-    Ok(start)
 }
 
 /// A dead letter produced outside the decoder (a bad payment event), in the decoder's metrics.

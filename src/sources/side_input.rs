@@ -3,7 +3,8 @@
 //!
 //! Owns: what every side input does the same way — cutting a file into lines ([`read_jsonl`]),
 //! the lines it cannot use ([`BadLine`], dead-lettered with the input's own reason, never
-//! fatal), and the Kafka consumer ([`SideInputConsumer`]) with its positions and commits. What
+//! fatal), the Kafka consumer ([`SideInputConsumer`]) with its positions and commits, and
+//! opening one for a run ([`SideInputStart::open`]). What
 //! a line means is the event type's business ([`SideInput::parse`]): see `payments` and
 //! `watches`.
 
@@ -276,6 +277,71 @@ fn accept<T: SideInput>(
             line: String::from_utf8_lossy(value).into_owned(),
             reason: T::REASON,
         }),
+    }
+}
+
+/// A side input at the start of a run: what a file or a `stop=end` topic held, its bad lines
+/// as dead letters, and a live consumer.
+pub struct SideInputStart<T> {
+    pub initial: Vec<T>,
+    pub bad: Vec<DeadLetter>,
+    pub consumer: Option<SideInputConsumer<T>>,
+    pub positions: BTreeMap<i32, i64>,
+}
+
+impl<T: SideInput> SideInputStart<T> {
+    /// Opens a side input (`path`: a file, or a `kafka://` URL) for a run; a resumed run
+    /// (`fresh` false) has a file's events in its snapshot already.
+    pub fn open(
+        path: Option<&Path>,
+        kafka: &KafkaConfig,
+        resumed_positions: &BTreeMap<i32, i64>,
+        fresh: bool,
+    ) -> Result<SideInputStart<T>, SourceError> {
+        let mut start = SideInputStart {
+            initial: Vec::new(),
+            bad: Vec::new(),
+            consumer: None,
+            positions: Default::default(),
+        };
+        let mut bad_lines = Vec::new();
+        match path.and_then(|p| p.to_str()) {
+            Some(url) if url.starts_with("kafka://") => {
+                let src = super::kafka::parse_url(url)
+                    .map_err(|e| SourceError::Kafka(format!("{}: {e}", T::NAME)))?;
+                let mut consumer = SideInputConsumer::<T>::open(&src, kafka, resumed_positions)?;
+                if consumer.stop_at_end {
+                    consumer.read_to_end(
+                        Duration::from_secs(120),
+                        &mut start.initial,
+                        &mut bad_lines,
+                    )?;
+                }
+                start.positions = consumer.positions().clone();
+                start.consumer = Some(consumer);
+            }
+            // A resumed run has the file's events in its snapshot already.
+            Some(_) if fresh => {
+                if let Some(p) = path {
+                    let (events, bad) = read_jsonl::<T>(p)?;
+                    start.initial = events;
+                    bad_lines = bad;
+                }
+            }
+            _ => {}
+        }
+        start.bad = bad_lines
+            .into_iter()
+            .map(|b| b.into_dead_letter())
+            .collect();
+        if !start.bad.is_empty() {
+            tracing::warn!(
+                "{} {} line(s) not usable (see dead-letter.jsonl)",
+                start.bad.len(),
+                T::NAME
+            );
+        }
+        Ok(start)
     }
 }
 
